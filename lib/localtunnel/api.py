@@ -1,0 +1,95 @@
+"""The tunnel API as a Flask app: `/?new`, `/<name>`, `/api/status`, `/api/tunnels/<id>/status`.
+
+Corresponds to the koa router in localtunnel/server's server.js (PROTOCOL.md A1-A2). It is served
+twice: by gunicorn on its bind address, and in-process for root-host requests on the front port.
+"""
+import logging
+import os
+
+from flask import Flask, Response, redirect, request
+
+from . import __version__, protocol
+from .registry import RegistryFull
+
+log = logging.getLogger(__name__)
+
+#: Set in the WSGI environ by the front proxy: the request came in on the public port, so the
+#: Host it carries is the public one and goes into the tunnel URL as sent.
+FRONT_ENVIRON_KEY = "localtunnel.front"
+
+
+def _json(body, status=200):
+    return Response(body, status=status, content_type=protocol.JSON_TYPE)
+
+
+def _rss_bytes():
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def _public_host(settings):
+    """The Host to build tunnel URLs from. Through the front port: the Host as sent (A1). Through
+    gunicorn's own bind address: that Host names the wrong port, so use the front port's."""
+    host = request.headers.get("Host", "")
+    if request.environ.get(FRONT_ENVIRON_KEY):
+        return host
+    name, _ = protocol.split_host(host)
+    if ":" in name:
+        name = "[%s]" % name
+    default_port = 443 if settings.secure else 80
+    return name if settings.port == default_port else "%s:%d" % (name, settings.port)
+
+
+def _tunnel_answer(registry, settings, requested):
+    try:
+        tunnel = registry.create(requested, request.remote_addr)
+    except RegistryFull:
+        return Response("No free tunnel names right now; try again in a minute.\n", 503)
+    url = protocol.tunnel_url(tunnel.id, _public_host(settings), settings.secure)
+    log.info("tunnel %s: created for %s (asked for %s)", tunnel.id, request.remote_addr, requested or "any")
+    return _json(protocol.tunnel_info(tunnel.id, tunnel.port, tunnel.max_sockets, url))
+
+
+def create_app(registry, settings):
+    """The API app over `registry`; `settings` gives the landing page, ports and --secure."""
+    app = Flask("localtunnel")
+    all_methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+
+    @app.route("/", methods=all_methods)
+    def root():
+        # The reference checks only for a `new` key in the query, whatever its value or method.
+        if "new" in request.args:
+            return _tunnel_answer(registry, settings, None)
+        return redirect(settings.landing, code=302)
+
+    @app.route("/api/status")
+    def status():
+        return _json(protocol.json_compact({
+            "tunnels": len(registry), "mem": {"rss": _rss_bytes()}, "version": __version__,
+        }))
+
+    @app.route("/api/tunnels/<tunnel_id>/status")
+    def tunnel_status(tunnel_id):
+        tunnel = registry.get(tunnel_id)
+        if tunnel is None:
+            return Response("Not Found", 404, content_type="text/plain; charset=utf-8")
+        return _json(protocol.json_compact({"connected_sockets": tunnel.connected_sockets}))
+
+    @app.route("/<name>", methods=all_methods)
+    def named(name):
+        if not protocol.is_valid_name(name):
+            return _json(protocol.INVALID_NAME_BODY, status=403)
+        return _tunnel_answer(registry, settings, name)
+
+    @app.errorhandler(404)
+    def not_found(_error):
+        return Response("Not Found", 404, content_type="text/plain; charset=utf-8")
+
+    @app.errorhandler(405)
+    def not_allowed(_error):
+        return Response("Method Not Allowed", 405, content_type="text/plain; charset=utf-8")
+
+    return app

@@ -1,0 +1,50 @@
+"""What both entry points share: exit statuses, one-line usage errors, logging setup.
+
+In the manner of httpie: `main(argv=None) -> int`, statuses as an IntEnum, and nothing a user
+types can produce a traceback.
+"""
+import enum
+import logging
+import re
+import sys
+
+from docopt import DocoptExit, docopt
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    ERROR = 1          # could not do the job (port in use, server refused...)
+    USAGE = 2          # a bad flag or value: fix the command line
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class UsageError(Exception):
+    """A command-line mistake, said in one line."""
+
+
+_UNMATCHED = re.compile(r"(?:Option|Argument)\([^,]*, '([^']*)'")
+
+
+def parse_args(doc, argv):
+    """docopt, with its multi-line complaints turned into one line that names the culprit."""
+    try:
+        return docopt(doc, argv=argv, default_help=False)
+    except DocoptExit as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "bad command line"
+        names = _UNMATCHED.findall(first)
+        if names:
+            first = "unknown or repeated option or argument: %s" % " ".join(names)
+        raise UsageError(first) from None
+
+
+def fail(prog, message, status):
+    """Print `prog: message` on stderr and return `status`, for `return fail(...)`."""
+    print("%s: %s" % (prog, message), file=sys.stderr)
+    return status
+
+
+def configure_logging(level_name):
+    level = getattr(logging, str(level_name).upper(), None)
+    if not isinstance(level, int):
+        raise UsageError("--log-level=%s: expected debug, info, warning or error" % level_name)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

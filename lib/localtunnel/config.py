@@ -1,0 +1,129 @@
+"""The server's settings: one table gives each its default, its LT_* variable and its flag.
+
+Under gunicorn the environment is the only way in; `lt-server` takes the same settings as flags,
+and a flag beats the environment. Every bad value is one clear line naming where it came from.
+"""
+import dataclasses
+
+LANDING = "https://localtunnel.github.io/www/"
+
+
+class ConfigError(Exception):
+    """A setting has a value we cannot use; the message names the flag or variable."""
+
+
+@dataclasses.dataclass
+class Settings:
+    port: int = 80                  # the public port: visitors and the API
+    address: str = "0.0.0.0"        # where the public port and tunnel ports listen
+    domain: str = None              # tunnels are <id>.<domain>; None: guess from the Host
+    secure: bool = False            # tunnel URLs say https:// (TLS ends in a front proxy)
+    max_sockets: int = 10           # tunnel sockets per tunnel, advertised and enforced
+    landing: str = LANDING          # where GET / on the root host redirects
+    connect_grace: float = 5.0      # seconds a new tunnel waits for its first socket
+    grace: float = 10.0             # seconds a name is held after its last socket closes
+    socket_wait: float = 10.0       # seconds a request waits for a free tunnel socket (504)
+    response_timeout: float = 300.0  # seconds a tunnelled service may take to answer (504)
+    head_timeout: float = 10.0      # seconds a visitor may take to send a head (408)
+    head_limit: int = 32768         # bytes a head may have (431)
+    keepalive_timeout: float = 75.0  # seconds an idle keep-alive visitor connection is kept
+    max_visitors: int = 10000       # simultaneous visitor connections; 0: no limit
+    body_settle: float = 1.0        # seconds a request body may trail its response
+    trusted_proxies: frozenset = frozenset({"127.0.0.1", "::1"})  # may set X-Forwarded-*
+
+
+def _boolean(text):
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _whole(text, low, high=None):
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if value < low or (high is not None and value > high):
+        raise ValueError("expected %d to %s" % (low, high if high is not None else "any larger number"))
+    return value
+
+
+def _port(text):
+    return _whole(text, 0, 65535)
+
+
+def _positive_int(text):
+    return _whole(text, 1)
+
+
+def _non_negative_int(text):
+    return _whole(text, 0)
+
+
+def _seconds(text):
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not 0 < value < 1e9:
+        raise ValueError("expected a number of seconds above 0")
+    return value
+
+
+def _addresses(text):
+    return frozenset(part.strip() for part in str(text).split(",") if part.strip())
+
+
+def _text(text):
+    return str(text).strip() or None
+
+
+# field -> (parser, flag); the variable is always LT_<FIELD>.
+FIELDS = {
+    "port": (_port, "--port"),
+    "address": (_text, "--address"),
+    "domain": (_text, "--domain"),
+    "secure": (_boolean, "--secure"),
+    "max_sockets": (_positive_int, "--max-sockets"),
+    "landing": (_text, "--landing"),
+    "connect_grace": (_seconds, "--connect-grace"),
+    "grace": (_seconds, "--grace"),
+    "socket_wait": (_seconds, "--socket-wait"),
+    "response_timeout": (_seconds, "--response-timeout"),
+    "head_timeout": (_seconds, "--head-timeout"),
+    "head_limit": (_positive_int, "--head-limit"),
+    "keepalive_timeout": (_seconds, "--keepalive-timeout"),
+    "max_visitors": (_non_negative_int, "--max-visitors"),
+    "trusted_proxies": (_addresses, "--trusted-proxies"),
+}
+
+
+def env_name(field):
+    return "LT_" + field.upper()
+
+
+def _parse(field, raw, where):
+    parser = FIELDS[field][0]
+    try:
+        return parser(raw)
+    except ValueError as exc:
+        raise ConfigError("%s=%r: %s" % (where, raw, exc)) from None
+
+
+def from_sources(environ, flags=None):
+    """Settings from LT_* variables, then flags (a dict field -> raw value) on top."""
+    values = {}
+    for field in FIELDS:
+        raw = environ.get(env_name(field))
+        if raw is not None and raw != "":
+            values[field] = _parse(field, raw, env_name(field))
+    for field, raw in (flags or {}).items():
+        if raw is not None:
+            values[field] = _parse(field, raw, FIELDS[field][1])
+    settings = Settings(**values)
+    if settings.domain:
+        settings.domain = settings.domain.lower().strip(".")
+    return settings

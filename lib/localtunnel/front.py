@@ -1,0 +1,174 @@
+"""The public port: read each visitor request's head, route it by Host, answer or proxy it.
+
+Corresponds to the `server.on('request')` / `server.on('upgrade')` handlers in localtunnel/server's
+server.js. Heads are read under a size and a time limit, so a slow or hostile sender holds only its
+own connection. Errors become a response in one place, `_handle`.
+"""
+import logging
+import socket
+
+import gevent
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from . import protocol, relay, wsgi
+from .exchange import Exchange, Failed
+from .http11 import (
+    HttpError, Fixed, find_head_end, forward_request_head, parse_request_head, request_framer,
+    request_host,
+)
+
+log = logging.getLogger(__name__)
+
+_FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
+_DROP_FORWARDED = frozenset(_FORWARDED)
+
+
+class BindError(Exception):
+    """The public port could not be opened; the message says how to fix it."""
+
+
+class _HeadTimeout(Exception):
+    pass
+
+
+class _IdleTimeout(Exception):
+    pass
+
+
+class _Discard:
+    """A sink for request bodies nobody reads (API calls)."""
+
+    @staticmethod
+    def sendall(data):
+        pass
+
+
+class Front:
+    def __init__(self, registry, app, settings):
+        self.registry, self.app, self.settings = registry, app, settings
+        pool = Pool(settings.max_visitors) if settings.max_visitors else Pool()
+        self._server = StreamServer((settings.address, settings.port), self._handle, spawn=pool)
+
+    @property
+    def port(self):
+        return self._server.server_port
+
+    def start(self):
+        try:
+            self._server.start()
+        except OSError as exc:
+            raise BindError(_bind_advice(self.settings, exc)) from None
+        log.info("front: serving tunnels and the API on %s:%d", self.settings.address, self.port)
+
+    def stop(self, timeout=1):
+        self._server.stop(timeout=timeout)
+
+    def _handle(self, sock, addr):
+        """One visitor connection, request after request, until either side is done."""
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        visitor = relay.Reader(sock)
+        wait = self.settings.head_timeout   # the first request must come promptly
+        try:
+            while True:
+                req = self._next_request(visitor, wait)
+                if req is None or not self._serve(visitor, req, addr[0]):
+                    return
+                wait = self.settings.keepalive_timeout
+        except HttpError as exc:
+            self._send_error(sock, exc.status, "bad-request", _bad_request_message(exc))
+        except Failed as exc:
+            self._send_error(sock, exc.status, exc.code, exc.message)
+        except _HeadTimeout:
+            self._send_error(sock, 408, "head-timeout", (
+                "The request head did not arrive within %g s." % self.settings.head_timeout))
+        except relay.Closed:
+            pass
+        except OSError as exc:
+            if not relay.is_expected_disconnect(exc):
+                log.warning("front: visitor %s: %s", addr[0], exc)
+
+    def _next_request(self, visitor, idle):
+        """The next request head, parsed; None when the visitor closed or idled out."""
+        if not visitor.buf:
+            try:
+                with gevent.Timeout(idle, _IdleTimeout):
+                    visitor.buf = visitor.sock.recv(relay.BUFSIZE)
+            except _IdleTimeout:
+                return None
+            if not visitor.buf:
+                return None
+        if find_head_end(visitor.buf) > 0:      # the common case: the whole head in one recv
+            head = visitor.read_head(self.settings.head_limit)
+        else:
+            with gevent.Timeout(self.settings.head_timeout, _HeadTimeout):
+                head = visitor.read_head(self.settings.head_limit)
+        return parse_request_head(head) if head else None
+
+    def _serve(self, visitor, req, ip):
+        host = request_host(req)
+        if host is None:
+            raise HttpError(400, "the request has no Host header")
+        tunnel_id = protocol.tunnel_id_for_host(host, self.settings.domain)
+        if tunnel_id is None:
+            return self._serve_api(visitor, req, ip)
+        tunnel = self.registry.get(tunnel_id)
+        if tunnel is None:
+            raise Failed(404, "no-such-tunnel", (
+                "There is no tunnel named %s on this server.\n"
+                "If it is yours, start your localtunnel client again (lt --port <port> --subdomain %s)."
+                % (tunnel_id, tunnel_id)))
+        framer = request_framer(req)
+        head = forward_request_head(req, self._forwarded(req, ip, host), drop=_DROP_FORWARDED)
+        return Exchange(tunnel, visitor, req, head, framer, self.settings).run()
+
+    def _forwarded(self, req, ip, host):
+        """X-Forwarded-* (PROTOCOL.md B5): a trusted front proxy's values are kept (its For list
+        extended with its own address); anyone else's are replaced, since they could be forged."""
+        trusted = ip in self.settings.trusted_proxies
+        got = {name: req.get(name) for name in _FORWARDED} if trusted else {}
+        prior = got.get(b"x-forwarded-for")
+        lines = [
+            b"X-Forwarded-For: " + (prior + b", " if prior else b"") + ip.encode(),
+            b"X-Forwarded-Proto: " + (got.get(b"x-forwarded-proto") or b"http"),
+            b"X-Forwarded-Host: " + (got.get(b"x-forwarded-host") or host.encode("latin-1")),
+        ]
+        if req.version == b"HTTP/1.0" and not req.is_upgrade:
+            # Keep the shared tunnel socket open behind an HTTP/1.0 visitor.
+            lines.append(b"Connection: keep-alive")
+        return lines
+
+    def _serve_api(self, visitor, req, ip):
+        framer = request_framer(req)
+        if isinstance(framer, Fixed) and framer.remaining > wsgi.MAX_API_BODY:
+            raise HttpError(413, "API requests carry no body")
+        with gevent.Timeout(self.settings.head_timeout, _HeadTimeout):
+            if not relay.copy_body(visitor, framer, _Discard):
+                return False
+        environ = wsgi.build_environ(req, b"", ip, self.port)
+        visitor.sock.sendall(wsgi.call_app(self.app, environ, req.keep_alive))
+        return req.keep_alive
+
+    @staticmethod
+    def _send_error(sock, status, code, message):
+        try:
+            sock.sendall(protocol.error_response(status, code, message))
+        except OSError:
+            pass    # the visitor left; nothing to tell them
+
+
+def _bad_request_message(exc):
+    if exc.status == 431:
+        return "The request head is too large (%s)." % exc.message
+    return "Bad request: %s." % exc.message
+
+
+def _bind_advice(settings, exc):
+    where = "%s:%d" % (settings.address, settings.port)
+    if exc.errno == 13:
+        why = "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    elif exc.errno == 98:
+        why = "the port is already in use"
+    else:
+        why = exc.strerror or str(exc)
+    return "cannot listen on %s: %s; choose another with --port (or LT_PORT)" % (where, why)

@@ -1,0 +1,312 @@
+"""Pure HTTP/1.1 heads and message framing: bytes in, facts out (in the manner of h11).
+
+Node's localtunnel server pipes whole visitor connections and never parses HTTP; we parse just
+enough to share tunnel sockets per request (PROTOCOL.md B4): where a head ends, what it says,
+and where the body after it ends. Nothing here touches a socket, so every function can be fed
+a message whole, byte by byte or in random splits.
+"""
+import re
+
+HEAD_END = b"\r\n\r\n"
+
+#: A chunk-size line or trailer line longer than this is an attack, not HTTP.
+MAX_LINE = 8192
+#: Trailers are rare and small; bound them like a head.
+MAX_TRAILERS = 16384
+
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VERSION = re.compile(rb"HTTP/1\.[01]")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# Request targets: visible ASCII only; a space or control byte means a broken or hostile sender.
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+_HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection"))
+
+
+class HttpError(Exception):
+    """Bad input from a peer. `status` is what the side that read it answers with."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Head:
+    """A parsed head: start line parts, raw header lines as sent, and a lowercase index."""
+
+    __slots__ = ("start", "lines", "fields")
+
+    def __init__(self, start, lines, fields):
+        self.start = start      # (method, target, version) or (version, status, reason)
+        self.lines = lines      # header lines exactly as sent, without CRLF
+        self.fields = fields    # lowercase name -> list of stripped values
+
+    def get(self, name, default=None):
+        values = self.fields.get(name)
+        return values[-1] if values else default
+
+    def has_token(self, name, token):
+        """Whether a comma-separated header (Connection, Upgrade...) lists `token`."""
+        for value in self.fields.get(name, ()):
+            if token in (part.strip().lower() for part in value.split(b",")):
+                return True
+        return False
+
+
+class Request(Head):
+    __slots__ = ()
+    method = property(lambda self: self.start[0])
+    target = property(lambda self: self.start[1])
+    version = property(lambda self: self.start[2])
+
+    @property
+    def keep_alive(self):
+        """Whether the sender expects the connection to stay open after the response."""
+        if self.version == b"HTTP/1.0":
+            return self.has_token(b"connection", b"keep-alive")
+        return not self.has_token(b"connection", b"close")
+
+    @property
+    def is_upgrade(self):
+        return b"upgrade" in self.fields and self.has_token(b"connection", b"upgrade")
+
+
+class Response(Head):
+    __slots__ = ()
+    version = property(lambda self: self.start[0])
+    status = property(lambda self: self.start[1])
+
+    @property
+    def keep_alive(self):
+        if self.version == b"HTTP/1.0":
+            return self.has_token(b"connection", b"keep-alive")
+        return not self.has_token(b"connection", b"close")
+
+
+def find_head_end(buf, start=0):
+    """Index just past the blank line that ends a head in `buf`, or -1 if it is not there yet.
+
+    `start` lets a reader resume the search without rescanning what it already scanned."""
+    at = buf.find(HEAD_END, max(0, start - 3))
+    return -1 if at < 0 else at + 4
+
+
+def _parse_fields(lines, status):
+    fields = {}
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            # Covers obs-fold (a line starting with whitespace) and "Name : value" too.
+            raise HttpError(status, "malformed header line")
+        if b"\0" in value:
+            raise HttpError(status, "NUL byte in a header value")
+        fields.setdefault(name.lower(), []).append(value.strip(b" \t"))
+    return fields
+
+
+def parse_request_head(head):
+    """Parse a request head (ending in the blank line or not). Raises HttpError(400)."""
+    lines = head.rstrip(b"\r\n").split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise HttpError(400, "malformed request line")
+    method, target, version = parts
+    if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(target):
+        raise HttpError(400, "malformed request line")
+    if not _VERSION.fullmatch(version):
+        raise HttpError(505 if version.startswith(b"HTTP/") else 400, "unsupported HTTP version")
+    del lines[0]
+    return Request((method, target, version), lines, _parse_fields(lines, 400))
+
+
+def parse_response_head(head):
+    """Parse a response head from a tunnel. Raises HttpError(502): the tunnel is at fault."""
+    lines = head.rstrip(b"\r\n").split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not _VERSION.fullmatch(parts[0]):
+        raise HttpError(502, "the tunnel sent something that is not an HTTP response")
+    if len(parts[1]) != 3 or not parts[1].isdigit():
+        raise HttpError(502, "the tunnel sent a response with a malformed status")
+    status = int(parts[1])
+    del lines[0]
+    reason = parts[2] if len(parts) == 3 else b""
+    return Response((parts[0], status, reason), lines, _parse_fields(lines, 502))
+
+
+def request_host(req):
+    """The Host a request is for: its Host header, or the authority of an absolute-form target."""
+    hosts = req.fields.get(b"host", ())
+    if len(hosts) > 1:
+        raise HttpError(400, "more than one Host header")
+    if req.target.startswith((b"http://", b"https://")):
+        return req.target.split(b"/", 3)[2].decode("latin-1")
+    return hosts[0].decode("latin-1") if hosts else None
+
+
+def origin_form(req):
+    """The path of an absolute-form target (`GET http://h/p`), which origin servers may reject."""
+    if req.target.startswith((b"http://", b"https://")):
+        rest = req.target.split(b"/", 3)
+        return b"/" + rest[3] if len(rest) == 4 else b"/"
+    return req.target
+
+
+def _content_length(head, status):
+    values = head.fields.get(b"content-length")
+    if not values:
+        return None
+    # "Content-Length: 5, 5" and repeated equal headers are legal; anything else is smuggling.
+    found = {v.strip() for value in values for v in value.split(b",")}
+    if len(found) != 1:
+        raise HttpError(status, "conflicting Content-Length headers")
+    value = found.pop()
+    if not value.isdigit() or len(value) > 18:
+        raise HttpError(status, "malformed Content-Length")
+    return int(value)
+
+
+def _is_chunked(head, status):
+    codings = [c.strip().lower() for v in head.fields.get(b"transfer-encoding", ()) for c in v.split(b",")]
+    if not codings:
+        return None
+    return codings[-1] == b"chunked"
+
+
+def request_framer(req):
+    """How the body after a request head ends. Ambiguous framing is refused (400), not guessed."""
+    chunked = _is_chunked(req, 400)
+    length = _content_length(req, 400)
+    if chunked is not None:
+        if length is not None or not chunked:
+            raise HttpError(400, "ambiguous request framing (Transfer-Encoding)")
+        return Chunked(400)
+    return Fixed(length or 0)
+
+
+def response_framer(method, resp):
+    """How the body after a response head ends (RFC 9112 section 6.3)."""
+    status = resp.status
+    if method == b"HEAD" or status < 200 or status in (204, 304):
+        return Fixed(0)
+    chunked = _is_chunked(resp, 502)
+    if chunked:
+        return Chunked(502)
+    if chunked is None:
+        length = _content_length(resp, 502)
+        if length is not None:
+            return Fixed(length)
+    return UntilClose()
+
+
+class Fixed:
+    """A body of known length (Content-Length, or none at all)."""
+
+    __slots__ = ("remaining",)
+    until_close = False
+
+    def __init__(self, length):
+        self.remaining = length
+
+    @property
+    def done(self):
+        return self.remaining == 0
+
+    def feed(self, data):
+        """Take what belongs to this body from the front of `data`; return how much that is."""
+        take = min(self.remaining, len(data))
+        self.remaining -= take
+        return take
+
+
+class UntilClose:
+    """A response delimited by the sender closing the connection."""
+
+    __slots__ = ()
+    until_close = True
+    done = False
+
+    def feed(self, data):
+        return len(data)
+
+
+_SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
+
+
+class Chunked:
+    """Finds the end of a chunked body without decoding it: the bytes pass on unmodified."""
+
+    __slots__ = ("status", "_state", "_remaining", "_line", "_trailer_bytes")
+    until_close = False
+
+    def __init__(self, status):
+        self.status = status            # what to answer when the chunking is broken
+        self._state = _SIZE
+        self._remaining = 0
+        self._line = b""
+        self._trailer_bytes = 0
+
+    @property
+    def done(self):
+        return self._state == _DONE
+
+    def feed(self, data):
+        pos, end = 0, len(data)
+        while pos < end and self._state != _DONE:
+            if self._state == _DATA:
+                take = min(self._remaining, end - pos)
+                pos += take
+                self._remaining -= take
+                if not self._remaining:
+                    self._state = _DATA_END
+                continue
+            newline = data.find(b"\n", pos, pos + MAX_LINE + 1)
+            if newline < 0:
+                self._take_partial(data[pos:end])
+                return end
+            line = self._line + data[pos:newline]
+            self._line = b""
+            pos = newline + 1
+            self._on_line(line[:-1] if line.endswith(b"\r") else line)
+        return pos
+
+    def _take_partial(self, piece):
+        self._line += piece
+        if len(self._line) > MAX_LINE:
+            raise HttpError(self.status, "chunked body line too long")
+
+    def _on_line(self, line):
+        if self._state == _SIZE:
+            size = line.split(b";", 1)[0].strip(b" \t")
+            if not _HEX.fullmatch(size):
+                raise HttpError(self.status, "malformed chunk size")
+            self._remaining = int(size, 16)
+            self._state = _DATA if self._remaining else _TRAILER
+        elif self._state == _DATA_END:
+            if line:
+                raise HttpError(self.status, "chunk data longer than its size")
+            self._state = _SIZE
+        elif not line:
+            self._state = _DONE
+        else:
+            self._trailer_bytes += len(line)
+            if self._trailer_bytes > MAX_TRAILERS:
+                raise HttpError(self.status, "chunked trailers too large")
+
+
+def forward_request_head(req, extra_lines=(), keep_upgrade=True, drop=frozenset()):
+    """The request head to send on, ending in the blank line.
+
+    Connection and its friends are hop-by-hop: they describe the visitor's connection, not the
+    tunnel socket, so they are dropped (a visitor's `Connection: close` must not make the local
+    service close a shared tunnel socket). An Upgrade keeps them: the origin needs to see it.
+    Headers whose lowercase names are in `drop` are left out; `extra_lines` are appended."""
+    keep_hop = keep_upgrade and req.is_upgrade
+    out = [b" ".join(req.start)]
+    for line in req.lines:
+        name = line.split(b":", 1)[0].lower()
+        if name in drop or (name in _HOP_BY_HOP and not keep_hop):
+            continue
+        out.append(line)
+    out.extend(extra_lines)
+    out.append(b"\r\n")
+    return b"\r\n".join(out)

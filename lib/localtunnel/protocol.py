@@ -1,0 +1,125 @@
+"""The localtunnel wire contract, pure: names and ids, tunnel-info JSON, Host -> id, error pages.
+
+Corresponds to localtunnel/server's server.js (API answers, Host routing) and the JSON that the
+npm client's Tunnel.js reads. See shared/PROTOCOL.md, part A. Imports no socket, gevent or flask.
+"""
+import ipaddress
+import json
+import random
+import re
+
+from . import words
+
+# The reference server's rule, exactly (PROTOCOL.md A1).
+NAME_RULE = re.compile(r"^(?:[a-z0-9][a-z0-9\-]{4,63}[a-z0-9]|[a-z0-9]{4,63})$")
+INVALID_NAME_MESSAGE = (
+    "Invalid subdomain. Subdomains must be lowercase and between 4 and 63 alphanumeric characters."
+)
+INVALID_NAME_BODY = '{"message":"%s"}' % INVALID_NAME_MESSAGE
+JSON_TYPE = "application/json; charset=utf-8"
+DEFAULT_MAX_SOCKETS = 10
+
+# Second-level public suffixes common enough to matter for "x.example.co.uk" routing. The
+# reference uses the full public suffix list; without a domain configured this is a fallback.
+_TWO_LABEL_SUFFIXES = frozenset((
+    "co.uk", "org.uk", "ac.uk", "gov.uk", "com.au", "net.au", "org.au", "co.nz", "co.jp",
+    "co.kr", "co.in", "com.br", "com.cn", "com.mx", "com.tr", "co.za", "com.sg", "com.hk",
+))
+
+
+def is_valid_name(name):
+    return bool(NAME_RULE.match(name))
+
+
+def random_id(rng=random):
+    """A human-readable id such as calm-otter-42; always passes NAME_RULE."""
+    return "%s-%s-%d" % (rng.choice(words.ADJECTIVES), rng.choice(words.ANIMALS), rng.randint(1, 99))
+
+
+def tunnel_url(tunnel_id, host, secure=False):
+    """The public URL: the id in front of the Host the client used, port included (A1)."""
+    return "%s://%s.%s" % ("https" if secure else "http", tunnel_id, host)
+
+
+def json_compact(value):
+    """JSON as the Node server writes it: no spaces, keys in insertion order."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def tunnel_info(tunnel_id, port, max_conn_count, url, **extra):
+    """The creation answer, in the key order the Node server sends."""
+    info = {"id": tunnel_id, "port": port, "max_conn_count": max_conn_count, "url": url}
+    info.update(extra)
+    return json_compact(info)
+
+
+def split_host(host):
+    """(hostname, port or None) of a Host header value; hostname lowercased, no trailing dot."""
+    host = host.strip()
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+    elif host.count(":") == 1:
+        name, _, port = host.partition(":")
+    else:
+        name, port = host, None
+    return name.lower().rstrip("."), port or None
+
+
+def _is_ip(name):
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def tunnel_id_for_host(host, domain=None):
+    """The tunnel id a Host header names, or None when it is for the API (A3).
+
+    With a domain: whatever stands left of `.domain`. Without: the first label of a host that
+    has more labels than its registrable domain; `x.localhost` counts, so browser demos work."""
+    name, _ = split_host(host)
+    if not name or _is_ip(name):
+        return None
+    if domain:
+        suffix = "." + domain.lower().strip(".")
+        if not name.endswith(suffix):
+            return None
+        return name[: -len(suffix)] or None
+    labels = name.split(".")
+    if labels[-1] == "localhost":
+        registrable = 1
+    elif ".".join(labels[-2:]) in _TWO_LABEL_SUFFIXES:
+        registrable = 3
+    else:
+        registrable = 2
+    return labels[0] if len(labels) > registrable else None
+
+
+_REASONS = {
+    200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    408: "Request Timeout", 413: "Content Too Large", 429: "Too Many Requests",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+}
+
+
+def reason(status):
+    return _REASONS.get(status, "Unknown")
+
+
+def error_response(status, code, message, keep_alive=False, extra_headers=()):
+    """A short plain-text error page. `code` goes in X-Localtunnel-Status so scripts can tell
+    our errors from the tunnelled service's own; `message` says what happened and what to do."""
+    body = (message.rstrip() + "\n").encode("utf-8")
+    lines = [
+        "HTTP/1.1 %d %s" % (status, reason(status)),
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Length: %d" % len(body),
+        "X-Localtunnel-Status: %s" % code,
+        "Cache-Control: no-store",
+        "Connection: %s" % ("keep-alive" if keep_alive else "close"),
+    ]
+    lines.extend(extra_headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

@@ -1,0 +1,136 @@
+"""Moving bytes between sockets: heads, framed bodies and raw splices. Shared by server and client.
+
+The counterpart of bore's `proxy()` and of the `pipe()` calls in the Node client's
+TunnelCluster.js, but message-aware: a body is copied exactly to its end so the socket can carry
+the next message. Bytes read past a message stay in the Reader's buffer for the next one.
+"""
+import errno
+import socket
+
+import gevent
+
+from .http11 import HttpError, find_head_end
+
+#: One recv's worth. 64 KiB keeps syscalls few on bulk transfers without bloating idle memory
+#: (buffers only live while data is moving).
+BUFSIZE = 65536
+#: Bodies this small travel in the same send as their head: one syscall, one TCP segment.
+COALESCE = 16384
+
+#: The disconnects that are a peer's right, not our error: never logged as failures.
+EXPECTED_DISCONNECTS = frozenset((
+    errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ETIMEDOUT,
+    errno.EBADF, errno.ESHUTDOWN,
+))
+
+
+def is_expected_disconnect(exc):
+    return isinstance(exc, OSError) and exc.errno in EXPECTED_DISCONNECTS
+
+
+class Closed(Exception):
+    """The peer closed the connection before a message was complete."""
+
+
+class Reader:
+    """A socket plus read-ahead: what is read past one message belongs to the next."""
+
+    __slots__ = ("sock", "buf")
+
+    def __init__(self, sock, buf=b""):
+        self.sock = sock
+        self.buf = buf
+
+    def recv(self):
+        if self.buf:
+            data, self.buf = self.buf, b""
+            return data
+        return self.sock.recv(BUFSIZE)
+
+    def unread(self, data):
+        self.buf = data + self.buf
+
+    def read_head(self, limit):
+        """The next head, blank line included; None on a clean EOF before its first byte.
+
+        Raises HttpError(431) past `limit` bytes and Closed on an EOF inside a head. The
+        caller bounds the time (gevent.Timeout): a slow sender must not hold anyone else."""
+        buf, self.buf = self.buf.lstrip(b"\r\n"), b""
+        scanned = 0
+        while True:
+            end = find_head_end(buf, scanned)
+            if end >= 0:
+                self.buf = buf[end:]
+                return buf[:end]
+            if len(buf) > limit:
+                raise HttpError(431, "the request head is larger than %d bytes" % limit)
+            scanned = len(buf)
+            data = self.sock.recv(BUFSIZE)
+            if not data:
+                if buf:
+                    raise Closed("connection closed in the middle of a head")
+                return None
+            buf = (buf + data).lstrip(b"\r\n") if not buf else buf + data
+
+
+def copy_body(src, framer, dst, prefix=b""):
+    """Send `prefix`, then the body `framer` delimits, from Reader `src` to socket `dst`.
+
+    Returns True when the body is complete (for a close-delimited body: at EOF), False when
+    `src` closed first. Bytes past the body are left in `src` for the next message."""
+    out = prefix
+    while not framer.done:
+        data = src.recv()
+        if not data:
+            if out:
+                dst.sendall(out)
+            return framer.until_close
+        used = framer.feed(data)
+        if used < len(data):
+            src.unread(data[used:])
+            data = data[:used]
+        if out and len(data) <= COALESCE:
+            data, out = out + data, b""
+        elif out:
+            dst.sendall(out)
+            out = b""
+        dst.sendall(data)
+    if out:
+        dst.sendall(out)
+    return True
+
+
+def _pump(src, dst):
+    """One direction of a splice. EOF half-closes the other side instead of tearing it down,
+    so a peer that finished sending can still receive (sshuttle, mitmproxy do the same)."""
+    try:
+        while True:
+            data = src.recv()
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError as exc:
+        if not is_expected_disconnect(exc):
+            raise
+    finally:
+        _shutdown(dst, socket.SHUT_WR)
+
+
+def _shutdown(sock, how):
+    try:
+        sock.shutdown(how)
+    except OSError:
+        pass  # already gone: the other direction will see it
+
+
+def splice(a, b):
+    """Copy bytes both ways between Readers `a` and `b` until both directions end.
+
+    Used for Upgrade (WebSocket) connections, which have no message boundaries we know of.
+    An established splice may sit idle for as long as its peers like."""
+    other = gevent.spawn(_pump, b, a.sock)
+    try:
+        _pump(a, b.sock)
+        other.join()
+    finally:
+        other.kill()

@@ -1,0 +1,42 @@
+"""The server's composition root: a registry, the API app over it, and the front port.
+
+Corresponds to localtunnel/server's server.js + bin/server. Both entry points build one of these:
+`lt-server` directly, and `gunicorn -k gevent lt_server:app` inside its single gevent worker.
+"""
+import logging
+
+import gevent.monkey
+
+from .api import create_app
+from .front import Front
+from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class NotPatched(RuntimeError):
+    """Library code never patches; it refuses to run on blocking sockets instead."""
+
+
+class Server:
+    def __init__(self, settings):
+        if not gevent.monkey.is_module_patched("socket"):
+            raise NotPatched("the localtunnel server needs gevent's monkey patching, done first by its entry point")
+        self.settings = settings
+        self.registry = Registry(settings)
+        self.app = create_app(self.registry, settings)
+        self.front = Front(self.registry, self.app, settings)
+
+    @property
+    def port(self):
+        return self.front.port
+
+    def start(self):
+        """Open the public port; raises front.BindError with advice when it cannot."""
+        self.front.start()
+
+    def stop(self):
+        """Stop accepting visitors, close every tunnel, answer everyone still waiting."""
+        self.front.stop()
+        self.registry.close_all()
+        log.info("server stopped")

@@ -1,0 +1,191 @@
+"""One tunnel: its own listener, the tunnel sockets the client opens to it, and their idle pool.
+
+Corresponds to lib/TunnelAgent.js in localtunnel/server. Differences that matter (PROTOCOL.md B):
+exactly `max_sockets` are accepted; idle sockets are watched so a stale one (bytes or EOF while
+nobody uses it) is dropped, never handed to a visitor; waiters get an answer, never a hang.
+"""
+import logging
+import socket
+import time
+
+import gevent
+from gevent.event import Event
+from gevent.pool import Pool
+from gevent.queue import Empty, LifoQueue
+from gevent.server import StreamServer
+
+from .relay import Reader
+
+log = logging.getLogger(__name__)
+
+#: TCP keepalive on tunnel sockets: a client that vanished without a FIN (laptop lid, NAT
+#: timeout) is found within IDLE + INTERVAL * COUNT seconds, and its name is freed.
+KEEPALIVE_IDLE = 30
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 3
+
+
+class NoSocket(Exception):
+    """No tunnel socket came free within the wait bound."""
+
+
+class TunnelGone(Exception):
+    """The tunnel was removed while a visitor waited for it."""
+
+
+class TunnelSocket:
+    """A connection from the client, idle in the pool or checked out for one exchange."""
+
+    __slots__ = ("sock", "reader", "closed", "_watch")
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.reader = Reader(sock)
+        self.closed = Event()
+        self._watch = gevent.get_hub().loop.io(sock.fileno(), 1)
+
+    def watch(self):
+        """While idle, any readable event means bytes or EOF nobody asked for: the local
+        service timed out or the client went away. The callback runs on the hub, so it only
+        flags; the socket's handler greenlet does the closing."""
+        self._watch.start(self.closed.set)
+
+    def unwatch(self):
+        self._watch.stop()
+
+    def is_stale(self):
+        """A last check at checkout, for bytes that arrived since the loop last polled."""
+        if self.closed.is_set() or self.reader.buf:
+            return True
+        try:
+            # The raw socket: gevent's wrapper would wait for data instead of saying "none".
+            self.sock._sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return True
+
+    def close(self):
+        self.closed.set()
+        self._watch.stop()
+        self._watch.close()
+        self.sock.close()
+
+
+class Tunnel:
+    """A registered name with its port and sockets."""
+
+    def __init__(self, tunnel_id, settings, client_addr, on_expire):
+        self.id = tunnel_id
+        self.client_addr = client_addr
+        self.max_sockets = settings.max_sockets
+        self.created = time.time()
+        self._settings = settings
+        self._on_expire = on_expire
+        self._sockets = set()
+        self._idle = LifoQueue()    # LIFO: the most recently used socket is the least stale
+        self._expiry = None
+        self._removed = False
+        self._server = StreamServer((settings.address, 0), self._handle, spawn=Pool())
+
+    @property
+    def port(self):
+        return self._server.server_port
+
+    @property
+    def connected_sockets(self):
+        return len(self._sockets)
+
+    def start(self):
+        """Listen before the API answers, so the client's first connect never meets a refusal."""
+        self._server.start()
+        self._arm_expiry(self._settings.connect_grace)
+        log.info("tunnel %s: listening on port %d for %s", self.id, self.port, self.client_addr)
+
+    def _arm_expiry(self, seconds):
+        if self._expiry is not None:
+            self._expiry.kill(block=False)
+        self._expiry = gevent.spawn_later(seconds, self._expire)
+
+    def _expire(self):
+        self._expiry = None
+        if not self._sockets and not self._removed:
+            log.info("tunnel %s: no tunnel socket for the grace period, removing", self.id)
+            self._on_expire(self)
+
+    def _handle(self, sock, addr):
+        """Owns one tunnel socket for its whole life: gevent closes it when this returns."""
+        if self._removed or len(self._sockets) >= self.max_sockets:
+            log.debug("tunnel %s: refusing socket from %s (limit %d)", self.id, addr, self.max_sockets)
+            return
+        _set_keepalive(sock)
+        ts = TunnelSocket(sock)
+        self._sockets.add(ts)
+        if self._expiry is not None:
+            self._expiry.kill(block=False)
+            self._expiry = None
+        log.debug("tunnel %s: socket from %s (%d open)", self.id, addr, len(self._sockets))
+        try:
+            self.release(ts)
+            ts.closed.wait()    # parked here until the socket is dropped; see TunnelSocket.watch
+        finally:
+            self._forget(ts)
+
+    def _forget(self, ts):
+        ts.close()
+        self._sockets.discard(ts)
+        log.debug("tunnel %s: socket closed (%d open)", self.id, len(self._sockets))
+        if not self._sockets and not self._removed:
+            self._arm_expiry(self._settings.grace)
+
+    def checkout(self, timeout):
+        """An idle tunnel socket, exclusively the caller's until release() or drop().
+
+        Raises NoSocket after `timeout` seconds, TunnelGone at once if the tunnel is removed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ts = self._idle.get(timeout=max(0.0, deadline - time.monotonic()))
+            except Empty:
+                raise NoSocket() from None
+            if ts is None:
+                self._idle.put(None)    # pass the news on to the next waiter
+                raise TunnelGone()
+            ts.unwatch()
+            if ts.is_stale():
+                self.drop(ts)
+                continue
+            return ts
+
+    def release(self, ts):
+        """Return a socket whose last exchange ended cleanly on a message boundary."""
+        if self._removed or ts.closed.is_set():
+            ts.closed.set()
+            return
+        ts.watch()
+        self._idle.put(ts)
+
+    def drop(self, ts):
+        """Give up a socket whose state is unknown (cut-off or close-delimited exchange)."""
+        ts.closed.set()
+
+    def remove(self):
+        """Stop listening, close every socket and answer every waiter."""
+        if self._removed:
+            return
+        self._removed = True
+        if self._expiry is not None:
+            self._expiry.kill(block=False)
+        self._idle.put(None)
+        self._server.close()
+        for ts in list(self._sockets):
+            ts.closed.set()
+        log.info("tunnel %s: removed", self.id)
+
+
+def _set_keepalive(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)

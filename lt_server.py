@@ -1,0 +1,193 @@
+"""lt-server: a self-hosted localtunnel server; the npm `lt` client works against it as-is.
+
+Usage:
+  lt-server [options]
+  lt-server --help
+  lt-server --version
+
+Visitors and tunnel clients both use the public port: `lt --host http://DOMAIN:PORT --port 3000`
+gets a URL like http://calm-otter-42.DOMAIN:PORT. Every setting can also come from an LT_*
+variable (LT_PORT, LT_DOMAIN, LT_MAX_SOCKETS, ...); a flag wins over its variable.
+
+Options:
+  -p PORT, --port=PORT          Public port for visitors and the API (default 80).
+  --address=ADDR                Address the public and tunnel ports listen on (default 0.0.0.0).
+  -d DOMAIN, --domain=DOMAIN    Serve tunnels as <name>.DOMAIN. Without it, the first label of
+                                a host below its registrable domain is the name
+                                (x.example.com, x.localhost).
+  --secure                      Tunnel URLs say https:// (TLS ends in a proxy in front of us).
+  --max-sockets=N               Tunnel sockets per client, advertised and enforced (default 10).
+  --landing=URL                 Where GET / on the bare domain redirects
+                                (default https://localtunnel.github.io/www/).
+  --connect-grace=SECONDS       How long a new tunnel waits for its first socket (default 5).
+  --grace=SECONDS               How long a name is kept after its last socket closes (default 10).
+  --socket-wait=SECONDS         How long a request waits for a free tunnel socket before
+                                504 (default 10).
+  --response-timeout=SECONDS    How long a tunnelled service may take to answer before
+                                504 (default 300).
+  --head-timeout=SECONDS        How long a visitor may take to send a request head before
+                                408 (default 10).
+  --head-limit=BYTES            Largest request head before 431 (default 32768).
+  --keepalive-timeout=SECONDS   How long an idle keep-alive visitor connection stays open
+                                (default 75).
+  --max-visitors=N              Simultaneous visitor connections, 0 for no limit (default 10000).
+  --trusted-proxies=ADDRS       Comma-separated proxy addresses whose X-Forwarded-* headers are
+                                kept (default 127.0.0.1,::1).
+  --log-level=LEVEL             debug, info, warning or error (default info).
+  --help                        Show this help.
+  --version                     Show the version.
+
+Under gunicorn, run exactly one gevent worker, settings from LT_* variables:
+  LT_PORT=8080 LT_DOMAIN=localhost gunicorn -k gevent lt_server:app
+"""
+if __name__ == "__main__":
+    # First thing, before anything imports socket: the whole server is cooperative.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import logging
+import os
+import signal
+import sys
+
+try:
+    import localtunnel
+except ImportError:     # run from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+    import localtunnel
+
+import gevent
+from gevent.event import Event
+
+from localtunnel import config
+from localtunnel.cli import ExitStatus, UsageError, configure_logging, fail, parse_args
+from localtunnel.front import BindError
+from localtunnel.server import Server
+
+PROG = "lt-server"
+log = logging.getLogger("localtunnel.lt_server")
+
+
+def _flags(args):
+    """docopt's answers -> {setting: raw value} for the flags actually given."""
+    flags = {}
+    for field, (_parser, flag) in config.FIELDS.items():
+        value = args.get(flag)
+        if value not in (None, False):
+            flags[field] = "true" if value is True else value
+    return flags
+
+
+def main(argv=None):
+    try:
+        args = parse_args(__doc__, argv)
+        if args["--help"]:
+            print(__doc__.strip())
+            return ExitStatus.OK
+        if args["--version"]:
+            print(localtunnel.__version__)
+            return ExitStatus.OK
+        configure_logging(args["--log-level"] or "info")
+        settings = config.from_sources(os.environ, _flags(args))
+    except (UsageError, config.ConfigError) as exc:
+        return fail(PROG, exc, ExitStatus.USAGE)
+    return serve(settings)
+
+
+def serve(settings):
+    server = Server(settings)
+    try:
+        server.start()
+    except BindError as exc:
+        return fail(PROG, exc, ExitStatus.ERROR)
+    stopping = Event()
+    gevent.signal_handler(signal.SIGTERM, stopping.set)
+    gevent.signal_handler(signal.SIGINT, stopping.set)
+    print("%s: listening on %s:%d" % (PROG, settings.address, server.port), flush=True)
+    stopping.wait()
+    server.stop()
+    return ExitStatus.OK
+
+
+def run():
+    """The `lt-server` console script: patch first, then the same main()."""
+    from gevent import monkey
+
+    monkey.patch_all()
+    sys.exit(main())
+
+
+# --- gunicorn -k gevent lt_server:app ---------------------------------------------------------
+
+def _refuse(message):
+    from gunicorn.errors import AppImportError
+
+    raise AppImportError("lt_server: " + message)
+
+
+def _gunicorn_worker():
+    """The gunicorn worker that is loading us, found up the call stack (Worker.load_wsgi)."""
+    from gunicorn.workers.base import Worker
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, Worker):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def _gunicorn_app():
+    """Build and start the server inside gunicorn's gevent worker; refuse setups that would
+    split the tunnels across processes or run them on blocking sockets."""
+    import gevent.monkey
+
+    worker = _gunicorn_worker()
+    if worker is None:
+        _refuse("lt_server:app runs only inside gunicorn's gevent worker, without --preload "
+                "(the worker must patch before the app loads): gunicorn -k gevent lt_server:app")
+    if not gevent.monkey.is_module_patched("socket"):
+        _refuse("run it with the gevent worker: gunicorn -k gevent lt_server:app")
+    if worker.cfg.workers != 1:
+        _refuse("run exactly one worker (-w 1): tunnels live in one process's memory, "
+                "and %d workers would each hold a different set" % worker.cfg.workers)
+    _log_through_gunicorn()
+    try:
+        settings = config.from_sources(os.environ)
+    except config.ConfigError as exc:
+        _refuse(str(exc))
+    server = Server(settings)
+    try:
+        server.start()
+    except BindError as exc:
+        _refuse(str(exc))
+    return server.app
+
+
+def _log_through_gunicorn():
+    """Our lifecycle lines go where gunicorn's own go, at its level."""
+    gunicorn_log = logging.getLogger("gunicorn.error")
+    ours = logging.getLogger("localtunnel")
+    ours.handlers[:] = gunicorn_log.handlers
+    ours.setLevel(gunicorn_log.level)
+    ours.propagate = False
+
+
+_app = None
+
+
+def __getattr__(name):
+    # PEP 562: gunicorn does getattr(lt_server, "app"). Building it lazily means importing this
+    # module (tests, the console script) never opens ports; only the worker that asks does.
+    global _app
+    if name != "app":
+        raise AttributeError(name)
+    if _app is None:
+        _app = _gunicorn_app()
+    return _app
+
+
+if __name__ == "__main__":
+    sys.exit(main())
