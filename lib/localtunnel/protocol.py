@@ -28,7 +28,8 @@ _TWO_LABEL_SUFFIXES = frozenset((
 
 
 def is_valid_name(name):
-    return bool(NAME_RULE.match(name))
+    # fullmatch: Python's `$` also matches before a trailing newline, JavaScript's does not.
+    return bool(NAME_RULE.fullmatch(name))
 
 
 def random_id(rng=random):

@@ -1,0 +1,91 @@
+"""Shared fixtures. Patches first: tests drive real loopback sockets cooperatively."""
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402
+import sys  # noqa: E402
+
+import gevent  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "lib"))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from localtunnel.config import Settings  # noqa: E402
+from localtunnel.server import Server  # noqa: E402
+
+import helpers  # noqa: E402
+
+#: Every test ends within this many seconds unless it says otherwise with @pytest.mark.deadline.
+DEFAULT_DEADLINE = 30
+
+
+class DeadlineExceeded(AssertionError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def deadline(request):
+    marker = request.node.get_closest_marker("deadline")
+    seconds = marker.args[0] if marker else DEFAULT_DEADLINE
+    timer = gevent.Timeout(seconds, DeadlineExceeded("test ran past its %ss deadline" % seconds))
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.close()
+
+
+def fast_settings(**overrides):
+    """Settings for in-process servers: loopback, an OS-chosen port, short bounds."""
+    values = dict(port=0, address="127.0.0.1", domain="localhost", connect_grace=2.0, grace=1.0,
+                  socket_wait=2.0, head_timeout=2.0, response_timeout=10.0, keepalive_timeout=5.0)
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def make_server():
+    servers = []
+
+    def factory(**overrides):
+        server = Server(fast_settings(**overrides))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server):
+    return make_server()
+
+
+@pytest.fixture(scope="session")
+def origin():
+    """The Node origin (tests/node/origin.js): its port."""
+    proc = helpers.Proc(["node", os.path.join(ROOT, "tests", "node", "origin.js")])
+    port = int(proc.wait_for(r"listening (\d+)", 15).group(1))
+    yield port
+    proc.stop()
+
+
+@pytest.fixture
+def procs():
+    """Subprocesses started by a test, all stopped at its end."""
+    started = []
+
+    def start(argv, **kwargs):
+        proc = helpers.Proc(argv, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

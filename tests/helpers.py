@@ -1,0 +1,190 @@
+"""Test helpers: subprocesses with bounded waits, a raw HTTP visitor, a WebSocket client, and a
+scriptable fake tunnel client. All on real loopback sockets."""
+import base64
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+
+import gevent
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LT = os.path.join(ROOT, "tests", "node", "node_modules", ".bin", "lt")
+
+
+class Proc:
+    """A subprocess whose combined output is collected by a greenlet and searched with deadlines."""
+
+    def __init__(self, argv, env=None, cwd=ROOT):
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.argv = argv
+        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      env=full_env, cwd=cwd, start_new_session=True)
+        self.output = ""
+        self._reader = gevent.spawn(self._read)
+
+    def _read(self):
+        for line in self.popen.stdout:
+            self.output += line.decode("utf-8", "replace")
+
+    def wait_for(self, pattern, timeout):
+        """The first match of `pattern` in the output; fails after `timeout` seconds."""
+        regex = re.compile(pattern)
+        with gevent.Timeout(timeout, AssertionError("no %r within %ss in output of %s:\n%s"
+                                                    % (pattern, timeout, self.argv, self.output))):
+            while True:
+                match = regex.search(self.output)
+                if match:
+                    return match
+                if self._reader.ready() and not regex.search(self.output):
+                    raise AssertionError("%s exited (%s) without %r:\n%s"
+                                         % (self.argv, self.popen.poll(), pattern, self.output))
+                gevent.sleep(0.02)
+
+    def wait(self, timeout):
+        """The exit status; fails after `timeout` seconds."""
+        with gevent.Timeout(timeout, AssertionError("%s still running after %ss:\n%s"
+                                                    % (self.argv, timeout, self.output))):
+            status = self.popen.wait()
+            self._reader.join()
+            return status
+
+    def signal(self, signum):
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signum)
+
+    def stop(self):
+        if self.popen.poll() is None:
+            self.signal(signal.SIGKILL)
+            self.popen.wait()
+        self._reader.kill()
+
+
+def start_node_lt(start, server_port, local_port, subdomain=None, extra=()):
+    """The real npm `lt` client against our server; returns (proc, url)."""
+    argv = [LT, "--host", "http://localhost:%d" % server_port, "--port", str(local_port)]
+    if subdomain:
+        argv += ["--subdomain", subdomain]
+    proc = start(argv + list(extra))
+    url = proc.wait_for(r"your url is: (\S+)", 15).group(1)
+    return proc, url
+
+
+def tunnel_name(url):
+    return url.split("//", 1)[1].split(".", 1)[0]
+
+
+def wait_sockets(server_port, name, count, timeout=10):
+    """Wait until tunnel `name` has `count` connected sockets (per the API)."""
+    with gevent.Timeout(timeout, AssertionError("tunnel %s never reached %d sockets" % (name, count))):
+        while True:
+            answer = requests.get("http://127.0.0.1:%d/api/tunnels/%s/status" % (server_port, name))
+            if answer.status_code == 200 and answer.json()["connected_sockets"] >= count:
+                return
+            gevent.sleep(0.05)
+
+
+def visit(port, name, path="/", method="GET", session=None, **kwargs):
+    """A visitor request to tunnel `name` through the front port at 127.0.0.1:`port`."""
+    headers = {"Host": "%s.localhost:%d" % (name, port)}
+    headers.update(kwargs.pop("headers", {}))
+    http = session or requests
+    return http.request(method, "http://127.0.0.1:%d%s" % (port, path), headers=headers, **kwargs)
+
+
+def raw_exchange(port, data, timeout=5):
+    """Send raw bytes to the front port and return everything read until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        return read_all(sock)
+
+
+def read_all(sock):
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def status_of(raw):
+    return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/") else None
+
+
+# --- WebSocket --------------------------------------------------------------------------------
+
+def ws_connect(port, host, path="/ws"):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, host, key)).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = sock.recv(1)
+        assert data, "connection closed during the WebSocket handshake: %r" % head
+        head += data
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def ws_send(sock, payload, opcode=2):
+    mask = os.urandom(4)
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+    elif length < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.sendall(header + mask + masked)
+
+
+def _recv_exact(sock, n):
+    out = b""
+    while len(out) < n:
+        data = sock.recv(n - len(out))
+        assert data, "connection closed inside a WebSocket frame"
+        out += data
+    return out
+
+
+def ws_recv(sock):
+    first, second = _recv_exact(sock, 2)
+    length = second & 0x7F
+    if length == 126:
+        length = struct.unpack("!H", _recv_exact(sock, 2))[0]
+    elif length == 127:
+        length = struct.unpack("!Q", _recv_exact(sock, 8))[0]
+    return first & 0x0F, _recv_exact(sock, length)
+
+
+# --- A scriptable tunnel client ---------------------------------------------------------------
+
+def new_tunnel(port, name=None):
+    path = "/%s" % name if name else "/?new"
+    return requests.get("http://127.0.0.1:%d%s" % (port, path), headers={"Host": "localhost:%d" % port}).json()
+
+
+def open_tunnel_sockets(info, count=None):
+    return [socket.create_connection(("127.0.0.1", info["port"]), timeout=10)
+            for _ in range(count or info["max_conn_count"])]
+
+
+def read_request_head(sock):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = sock.recv(1)
+        if not data:
+            return head
+        head += data
+    return head
