@@ -188,3 +188,38 @@ def read_request_head(sock):
             return head
         head += data
     return head
+
+
+def ok_handler(sock, head):
+    """Answer one request with 200 and the request line as the body."""
+    body = head.split(b"\r\n", 1)[0]
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+class FakeClient:
+    """A tunnel client we script: `count` sockets, each answering requests with `handler`."""
+
+    def __init__(self, info, count=None, handler=ok_handler):
+        self.socks = open_tunnel_sockets(info, count)
+        self.heads = []
+        self.handler = handler
+        self.workers = [gevent.spawn(self._serve, sock) for sock in self.socks]
+
+    def _serve(self, sock):
+        try:
+            while True:
+                head = read_request_head(sock)
+                if not head:
+                    return
+                self.heads.append(head)
+                if self.handler(sock, head) is False:
+                    sock.close()    # handler says: this client dies now
+                    return
+        except OSError:
+            return
+
+    def close(self):
+        for worker in self.workers:
+            worker.kill()
+        for sock in self.socks:
+            sock.close()

@@ -115,6 +115,8 @@ class Exchange:
             )) from None
         except (OSError, relay.Closed) as exc:
             raise _TunnelDied() from exc
+        except HttpError as exc:    # an oversized head: the tunnel's fault, not the visitor's
+            raise Failed(502, "bad-response", _bad_response_message(self.tunnel.id, exc)) from None
         if raw is None:
             raise _TunnelDied()
         try:

@@ -59,11 +59,11 @@ class Reader:
         scanned = 0
         while True:
             end = find_head_end(buf, scanned)
+            if end > limit or (end < 0 and len(buf) > limit):
+                raise HttpError(431, "the request head is larger than %d bytes" % limit)
             if end >= 0:
                 self.buf = buf[end:]
                 return buf[:end]
-            if len(buf) > limit:
-                raise HttpError(431, "the request head is larger than %d bytes" % limit)
             scanned = len(buf)
             data = self.sock.recv(BUFSIZE)
             if not data:
