@@ -50,6 +50,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 try:
     import localtunnel
@@ -146,13 +147,16 @@ def _gunicorn_app():
 
     worker = _gunicorn_worker()
     if worker is None:
-        _refuse("lt_server:app runs only inside gunicorn's gevent worker, without --preload "
-                "(the worker must patch before the app loads): gunicorn -k gevent lt_server:app")
+        # Loaded in the arbiter (--preload) or by another server: gunicorn would print a
+        # traceback for an exception here, so say it in one line and stop.
+        print("lt_server: lt_server:app runs only inside gunicorn's gevent worker, without "
+              "--preload (the worker must patch before the app loads): "
+              "gunicorn -k gevent lt_server:app", file=sys.stderr)
+        raise SystemExit(ExitStatus.ERROR)
     if not gevent.monkey.is_module_patched("socket"):
         _refuse("run it with the gevent worker: gunicorn -k gevent lt_server:app")
     if worker.cfg.workers != 1:
-        _refuse("run exactly one worker (-w 1): tunnels live in one process's memory, "
-                "and %d workers would each hold a different set" % worker.cfg.workers)
+        _refuse_extra_workers(worker)
     _log_through_gunicorn()
     try:
         settings = config.from_sources(os.environ)
@@ -164,6 +168,19 @@ def _gunicorn_app():
     except BindError as exc:
         _refuse(str(exc))
     return server.app
+
+
+def _refuse_extra_workers(worker):
+    """Every worker would refuse at once, and gunicorn's arbiter prints a traceback when two fail
+    together. So the first says why, and the others wait to be stopped along with it."""
+    if worker.age > 1:
+        deadline = time.monotonic() + 5
+        while worker.alive and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        if not worker.alive:
+            raise SystemExit(0)
+    _refuse("run exactly one worker (-w 1): tunnels live in one process's memory, "
+            "and %d workers would each hold a different set" % worker.cfg.workers)
 
 
 def _log_through_gunicorn():

@@ -34,6 +34,8 @@ class Server:
     def start(self):
         """Open the public port; raises front.BindError with advice when it cannot."""
         self.front.start()
+        # With port 0 the OS chose; the API builds URLs from the port visitors really use.
+        self.settings.port = self.front.port
 
     def stop(self):
         """Stop accepting visitors, close every tunnel, answer everyone still waiting."""
