@@ -12,7 +12,7 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from . import protocol, relay, wsgi
-from .exchange import Exchange, Failed
+from .exchange import Failed, proxy_request
 from .http11 import (
     HttpError, Fixed, find_head_end, forward_request_head, parse_request_head, request_framer,
     request_host,
@@ -120,7 +120,7 @@ class Front:
                 % (tunnel_id, tunnel_id)))
         framer = request_framer(req)
         head = forward_request_head(req, self._forwarded(req, ip, host), drop=_DROP_FORWARDED)
-        return Exchange(tunnel, visitor, req, head, framer, self.settings).run()
+        return proxy_request(tunnel, visitor, req, head, framer, self.settings)
 
     def _forwarded(self, req, ip, host):
         """X-Forwarded-* (PROTOCOL.md B5): a trusted front proxy's values are kept (its For list

@@ -1,0 +1,126 @@
+"""One HTTP request forwarded over one connection, and its response relayed back. Shared by the
+server (visitor -> tunnel socket) and the client (tunnel socket -> local service).
+
+The request body streams in a greenlet while the response is read, so `100 Continue` and early
+answers work. Afterwards the caller learns whether both connections still sit on a message
+boundary (`in_sync`) and may carry another request.
+"""
+import gevent
+
+from . import relay
+from .http11 import HttpError, parse_response_head, response_framer
+
+
+class DestinationDied(Exception):
+    """The destination closed or broke before a response head arrived."""
+
+
+class BadResponse(Exception):
+    """The destination answered with something that is not HTTP; nothing was relayed."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+class ResponseTimeout(Exception):
+    """No response head within the bound."""
+
+
+class Outcome:
+    __slots__ = ("response", "in_sync", "upgraded")
+
+    def __init__(self, response, in_sync, upgraded=False):
+        self.response = response
+        self.in_sync = in_sync      # both sides are at a message boundary
+        self.upgraded = upgraded    # a 101 was spliced to its end; neither side is reusable
+
+
+def forward(src, dst, req, head, body_framer, limits):
+    """Send `head` and the request body from Reader `src` to Reader `dst`; relay the response.
+
+    `limits` has head_limit, response_timeout and body_settle. Raises DestinationDied,
+    BadResponse or ResponseTimeout before any response byte reached `src`; a failure after
+    that is an OSError or an incomplete Outcome."""
+    body = _send_request(src, dst, head, body_framer)
+    try:
+        resp, raw = _read_response_head(dst, limits)
+        while 100 <= resp.status < 200 and resp.status != 101:
+            src.sock.sendall(raw)       # 100 Continue and friends pass through
+            resp, raw = _read_response_head(dst, limits)
+        if resp.status == 101 and req.is_upgrade:
+            return _upgrade(src, dst, resp, raw, body)
+        return _relay_response(src, dst, req, resp, raw, body, limits)
+    finally:
+        if body is not None:
+            body.kill()
+
+
+def _send_request(src, dst, head, framer):
+    """Send the head with as much body as is already read; stream the rest in a greenlet."""
+    out = head
+    if src.buf and not framer.done:
+        used = framer.feed(src.buf)
+        out, src.buf = out + src.buf[:used], src.buf[used:]
+    try:
+        dst.sock.sendall(out)
+    except OSError as exc:
+        raise DestinationDied() from exc
+    if framer.done:
+        return None
+    return gevent.spawn(_copy_request_body, src, framer, dst.sock)
+
+
+def _copy_request_body(src, framer, sock):
+    """A side that breaks mid-body is an ordinary event here: the response side sees the
+    result and closes what is out of sync."""
+    try:
+        return relay.copy_body(src, framer, sock)
+    except (OSError, relay.Closed, HttpError):
+        return False
+
+
+def _read_response_head(dst, limits):
+    try:
+        with gevent.Timeout(limits.response_timeout, ResponseTimeout):
+            raw = dst.read_head(limits.head_limit)
+    except (OSError, relay.Closed) as exc:
+        raise DestinationDied() from exc
+    except HttpError as exc:
+        raise BadResponse(exc.message) from None
+    if raw is None:
+        raise DestinationDied()
+    try:
+        return parse_response_head(raw), raw
+    except HttpError as exc:
+        raise BadResponse(exc.message) from None
+
+
+def _relay_response(src, dst, req, resp, raw, body, limits):
+    try:
+        framer = response_framer(req.method, resp)
+    except HttpError as exc:
+        raise BadResponse(exc.message) from None
+    try:
+        complete = relay.copy_body(dst, framer, src.sock, prefix=raw)
+    except HttpError:
+        complete = False    # broken chunking after the head went out: closing is all we can do
+    body_done = body is None or _finished(body, limits.body_settle)
+    return Outcome(resp, complete and body_done and not framer.until_close)
+
+
+def _upgrade(src, dst, resp, raw, body):
+    """101 Switching Protocols: from here on the two connections are one raw pipe."""
+    src.sock.sendall(raw)
+    if body is not None:
+        body.join()
+    relay.splice(src, dst)
+    return Outcome(resp, False, upgraded=True)
+
+
+def _finished(greenlet, settle):
+    """Whether the request body went through whole. The service usually answers after reading
+    all of it, so the copier is at most a moment behind; a response that came before the body
+    was read leaves the connection in an unknown state, so it is not reused."""
+    greenlet.join(timeout=settle)
+    return greenlet.ready() and greenlet.value is True
