@@ -7,6 +7,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 
 import gevent
 import requests
@@ -64,14 +65,28 @@ class Proc:
         self._reader.kill()
 
 
-def start_node_lt(start, server_port, local_port, subdomain=None, extra=()):
-    """The real npm `lt` client against our server; returns (proc, url)."""
+def our_client_argv(server_port, local_port, subdomain=None, extra=()):
+    argv = [sys.executable, os.path.join(ROOT, "lt_client.py"), "-h", "http://localhost:%d" % server_port,
+            "-p", str(local_port)]
+    return argv + (["-s", subdomain] if subdomain else []) + list(extra)
+
+
+def node_client_argv(server_port, local_port, subdomain=None, extra=()):
     argv = [LT, "--host", "http://localhost:%d" % server_port, "--port", str(local_port)]
-    if subdomain:
-        argv += ["--subdomain", subdomain]
-    proc = start(argv + list(extra))
+    return argv + (["--subdomain", subdomain] if subdomain else []) + list(extra)
+
+
+def start_client(kind, start, server_port, local_port, subdomain=None, extra=()):
+    """A tunnel client subprocess, "node" (npm lt) or "python" (ours); returns (proc, url)."""
+    make_argv = node_client_argv if kind == "node" else our_client_argv
+    proc = start(make_argv(server_port, local_port, subdomain, extra))
     url = proc.wait_for(r"your url is: (\S+)", 15).group(1)
     return proc, url
+
+
+def start_node_lt(start, server_port, local_port, subdomain=None, extra=()):
+    """The real npm `lt` client against our server; returns (proc, url)."""
+    return start_client("node", start, server_port, local_port, subdomain, extra)
 
 
 def tunnel_name(url):

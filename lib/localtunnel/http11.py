@@ -310,3 +310,16 @@ def forward_request_head(req, extra_lines=(), keep_upgrade=True, drop=frozenset(
     out.extend(extra_lines)
     out.append(b"\r\n")
     return b"\r\n".join(out)
+
+
+def replace_header(req, name, value):
+    """The request head, blank line included, with every `name` header set to `value` in place
+    (the client's --local-host). Everything else, hop-by-hop headers too, stays as sent."""
+    lowered = name.lower()
+    out = [b" ".join(req.start)]
+    for line in req.lines:
+        if line.split(b":", 1)[0].lower() == lowered:
+            line = name + b": " + value
+        out.append(line)
+    out.append(b"\r\n")
+    return b"\r\n".join(out)

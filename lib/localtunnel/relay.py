@@ -28,6 +28,20 @@ def is_expected_disconnect(exc):
     return isinstance(exc, OSError) and exc.errno in EXPECTED_DISCONNECTS
 
 
+def peek_is_stale(sock):
+    """Whether an idle connection has bytes or EOF nobody asked for, without waiting.
+
+    Peeks on the raw socket: gevent's wrapper would wait for data instead of saying "none"."""
+    raw = getattr(sock, "_sock", sock)
+    try:
+        raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 class Closed(Exception):
     """The peer closed the connection before a message was complete."""
 

@@ -14,7 +14,7 @@ from gevent.pool import Pool
 from gevent.queue import Empty, LifoQueue
 from gevent.server import StreamServer
 
-from .relay import Reader
+from .relay import Reader, peek_is_stale
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +55,7 @@ class TunnelSocket:
 
     def is_stale(self):
         """A last check at checkout, for bytes that arrived since the loop last polled."""
-        if self.closed.is_set() or self.reader.buf:
-            return True
-        try:
-            # The raw socket: gevent's wrapper would wait for data instead of saying "none".
-            self.sock._sock.recv(1, socket.MSG_PEEK)
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-        return True
+        return self.closed.is_set() or bool(self.reader.buf) or peek_is_stale(self.sock)
 
     def close(self):
         self.closed.set()

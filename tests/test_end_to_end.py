@@ -1,5 +1,6 @@
-"""End to end: the real npm `lt` client (localtunnel 2.0.2) against our server, visitors on the
-front port, the Node origin behind. Every case from the server issue's list."""
+"""End to end against our server, visitors on the front port, the Node origin behind: every case
+from the server issue's list, run through the real npm `lt` client (localtunnel 2.0.2) and
+through our lt_client.py, both as subprocesses."""
 import hashlib
 import os
 import signal
@@ -11,15 +12,28 @@ import pytest
 import requests
 
 import helpers
-from helpers import start_node_lt, tunnel_name, visit, wait_sockets
+from helpers import start_client, tunnel_name, visit, wait_sockets
 
 pytestmark = pytest.mark.node
 
 
+@pytest.fixture(params=["node", "python"])
+def kind(request):
+    """Which client: the npm `lt` or ours."""
+    return request.param
+
+
 @pytest.fixture
-def tunnel(server, origin, procs):
-    """(server port, tunnel name) with the Node client connected with all its sockets."""
-    _, url = start_node_lt(procs, server.port, origin)
+def start_lt(kind, procs):
+    def start(server_port, local_port, subdomain=None):
+        return start_client(kind, procs, server_port, local_port, subdomain)
+    return start
+
+
+@pytest.fixture
+def tunnel(server, origin, start_lt):
+    """(server port, tunnel name) with the client connected with all its sockets."""
+    _, url = start_lt(server.port, origin)
     name = tunnel_name(url)
     wait_sockets(server.port, name, 10)
     return server.port, name
@@ -31,8 +45,8 @@ def test_get_through_the_node_client(tunnel):
     assert answer.status_code == 200 and answer.text == "hello"
 
 
-def test_url_names_the_tunnel_on_the_host_the_client_used(server, origin, procs):
-    _, url = start_node_lt(procs, server.port, origin)
+def test_url_names_the_tunnel_on_the_host_the_client_used(server, origin, start_lt):
+    _, url = start_lt(server.port, origin)
     assert url.startswith("http://") and url.endswith(".localhost:%d" % server.port)
     assert len(tunnel_name(url).split("-")) == 3
 
@@ -134,8 +148,8 @@ def test_50_keep_alive_visitors_share_a_10_socket_tunnel(tunnel, origin):
     assert origin_connections(origin) - before < 30
 
 
-def test_chosen_subdomain(server, origin, procs):
-    _, url = start_node_lt(procs, server.port, origin, subdomain="my-demo-app")
+def test_chosen_subdomain(server, origin, start_lt):
+    _, url = start_lt(server.port, origin, subdomain="my-demo-app")
     assert url == "http://my-demo-app.localhost:%d" % server.port
     wait_sockets(server.port, "my-demo-app", 1)
     assert visit(server.port, "my-demo-app", "/hello").text == "hello"
@@ -160,13 +174,22 @@ def test_node_client_with_invalid_subdomain_gets_no_tunnel(server, origin, procs
     assert len(server.registry) == 0
 
 
+def test_our_client_with_invalid_subdomain_prints_the_403_message_and_exits_2(server, origin, procs):
+    proc = procs(helpers.our_client_argv(server.port, origin, "Bad_Name"))
+    assert proc.wait(10) == 2
+    assert proc.output.strip() == ("lt-client: Invalid subdomain. Subdomains must be lowercase and "
+                                   "between 4 and 63 alphanumeric characters.")
+
+
 @pytest.mark.deadline(30)
-def test_client_exit_frees_the_name(make_server, origin, procs):
+def test_client_exit_frees_the_name(make_server, origin, start_lt, kind):
     server = make_server(grace=1.0)
-    proc, _ = start_node_lt(procs, server.port, origin, subdomain="freed-name")
+    proc, _ = start_lt(server.port, origin, subdomain="freed-name")
     wait_sockets(server.port, "freed-name", 10)
     proc.signal(signal.SIGINT)
-    proc.wait(10)
+    status = proc.wait(10)
+    if kind == "python":    # the npm client just dies of the signal
+        assert status == 130 and "Traceback" not in proc.output
     status_url = "http://127.0.0.1:%d/api/tunnels/freed-name/status" % server.port
     with gevent.Timeout(5, AssertionError("the name was not freed after the grace period")):
         while requests.get(status_url).status_code != 404:
@@ -174,5 +197,5 @@ def test_client_exit_frees_the_name(make_server, origin, procs):
     answer = visit(server.port, "freed-name", "/hello")
     assert answer.status_code == 404 and answer.headers["X-Localtunnel-Status"] == "no-such-tunnel"
     # And the next client asking for it gets it.
-    _, url = start_node_lt(procs, server.port, origin, subdomain="freed-name")
+    _, url = start_lt(server.port, origin, subdomain="freed-name")
     assert tunnel_name(url) == "freed-name"

@@ -1,0 +1,443 @@
+"""lt-client: expose a local web service at a public URL through a localtunnel server.
+
+Usage:
+  lt-client -p PORT [options]
+  lt-client --help
+  lt-client --version
+
+A drop-in for the npm `lt` client, with the same flags (-h is the server, --help is help).
+It works against our server and the Node.js one, and never gives up on a transient error: when
+the server goes away it reconnects and asks for the same name again.
+
+Options:
+  -p PORT, --port=PORT          Port of the local service to expose (required).
+  -h URL, --host=URL            The tunnel server (default https://localtunnel.me).
+  -s NAME, --subdomain=NAME     Ask for this name (lowercase letters, digits and dashes).
+  -l HOST, --local-host=HOST    Host of the local service (default localhost); also sent to it
+                                as the Host header of every request.
+  --local-https                 The local service speaks HTTPS.
+  --local-cert=FILE             Client certificate to present to the local HTTPS service.
+  --local-key=FILE              Private key of --local-cert.
+  --local-ca=FILE               CA certificate that signed the local service's certificate.
+  --allow-invalid-cert          Do not verify the local service's certificate.
+  -o, --open                    Open the tunnel URL in a browser once it is up.
+  --print-requests              Print one line per request: time, method, path, status, duration.
+  --log-level=LEVEL             debug, info, warning or error (default warning).
+  --help                        Show this help.
+  --version                     Show the version.
+"""
+if __name__ == "__main__":
+    # First thing, before anything imports socket: one greenlet per tunnel socket, written as
+    # plain blocking code.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import datetime
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import webbrowser
+
+try:
+    import localtunnel
+except ImportError:     # run from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+    import localtunnel
+
+import gevent
+from gevent.event import Event
+
+from localtunnel import protocol, relay
+from localtunnel.cli import ExitStatus, UsageError, configure_logging, fail, parse_args
+from localtunnel.forward import BadResponse, DestinationDied, ResponseTimeout, forward
+from localtunnel.http11 import HttpError, parse_request_head, replace_header, request_framer
+
+PROG = "lt-client"
+log = logging.getLogger("localtunnel.lt_client")
+
+#: Seconds for the tunnel API to answer one request.
+API_TIMEOUT = 10
+#: Seconds for a tunnel socket or a local connection to connect.
+CONNECT_TIMEOUT = 10
+#: Reconnect delays grow from the first to the last, doubling, with jitter so that many
+#: clients of a restarted server do not all come back in the same instant.
+BACKOFF_FIRST, BACKOFF_LAST = 0.5, 30.0
+#: A tunnel socket that lived this long without serving anything still counts as healthy.
+HEALTHY_SOCKET_AGE = 5.0
+
+
+class Limits:
+    """The bounds forward() keeps while a request goes to the local service."""
+    head_limit = 65536
+    response_timeout = 600.0    # the server has its own, shorter, bound for visitors
+    body_settle = 1.0
+
+
+class Rejected(Exception):
+    """The server said no (4xx): retrying will not help."""
+
+
+class Unreachable(Exception):
+    """The server could not be reached or answered oddly: worth retrying."""
+
+
+class LocalDown(Exception):
+    """The local service did not accept a connection."""
+
+
+class Backoff:
+    def __init__(self, first=BACKOFF_FIRST, last=BACKOFF_LAST):
+        self.first, self.last, self.delay = first, last, first
+
+    def next(self):
+        delay = self.delay * random.uniform(0.5, 1.0)
+        self.delay = min(self.last, self.delay * 2)
+        return delay
+
+    def reset(self):
+        self.delay = self.first
+
+
+# --- the tunnel API ---------------------------------------------------------------------------
+
+def request_tunnel(server, name):
+    """Ask `server` for a tunnel named `name` (None: any). Returns the server's JSON answer."""
+    url = server + ("/" + name if name else "/?new")
+    request = urllib.request.Request(url, headers={
+        "Accept": "application/json, text/plain, */*", "User-Agent": "lt-client/" + localtunnel.__version__})
+    try:
+        with urllib.request.urlopen(request, timeout=API_TIMEOUT) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as exc:
+        if 400 <= exc.code < 500 and exc.code not in (408, 429):
+            raise Rejected(_api_message(exc)) from None
+        raise Unreachable("the server answered %d %s" % (exc.code, exc.reason)) from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise Unreachable(str(getattr(exc, "reason", exc))) from None
+    return _tunnel_info(body)
+
+
+def _api_message(exc):
+    """The server's own words for a refusal: the JSON `message` (the 403 for a bad name)."""
+    body = exc.read(4096).decode("utf-8", "replace")
+    try:
+        return json.loads(body)["message"]
+    except (ValueError, KeyError, TypeError):
+        return "the server refused the tunnel: %d %s %s" % (exc.code, exc.reason, body.strip()[:200])
+
+
+def _tunnel_info(body):
+    try:
+        info = json.loads(body)
+        valid = (isinstance(info.get("id"), str) and isinstance(info.get("port"), int)
+                 and isinstance(info.get("url"), str))
+    except (ValueError, AttributeError):
+        valid = False
+    if not valid:
+        raise Unreachable("the server's answer is not a localtunnel tunnel: %r" % body[:200])
+    info.setdefault("max_conn_count", protocol.DEFAULT_MAX_SOCKETS)
+    return info
+
+
+# --- the local service ------------------------------------------------------------------------
+
+class Local:
+    """The connection to the local service behind one tunnel socket, opened only when a
+    request arrives and reopened when the service closed it in between."""
+
+    def __init__(self, options):
+        self.options = options
+        self.reader = None
+
+    def get(self):
+        """(Reader, reused?) for the next request; raises LocalDown."""
+        if self.reader is not None and not relay.peek_is_stale(self.reader.sock):
+            return self.reader, True
+        self.close()
+        self.reader = relay.Reader(self._connect())
+        return self.reader, False
+
+    def _connect(self):
+        host, port = self.options.local_host, self.options.port
+        try:
+            sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+        except OSError as exc:
+            raise LocalDown(exc.strerror or str(exc)) from None
+        sock.settimeout(None)   # every wait from here on has its own bound
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.options.tls is None:
+            return sock
+        try:
+            return self.options.tls.wrap_socket(sock, server_hostname=host)
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise LocalDown("TLS handshake failed: %s" % exc) from None
+
+    def close(self):
+        if self.reader is not None:
+            self.reader.sock.close()
+            self.reader = None
+
+
+def error_page(options, status, code, what):
+    where = "%s:%d" % (options.local_host, options.port)
+    return protocol.error_response(status, code, (
+        "The localtunnel client could not get an answer from the local service at %s: %s.\n"
+        "The tunnel owner should start the service, or check lt-client's --port and --local-host."
+        % (where, what)))
+
+
+def exchange(remote, local, req, head, framer, options):
+    """One request to the local service. Returns (status, whether the tunnel socket is still
+    at a message boundary and may carry the next request)."""
+    retry = framer.done     # a bodiless request can go again on a fresh local connection
+    while True:
+        try:
+            conn, reused = local.get()
+        except LocalDown as exc:
+            remote.sock.sendall(error_page(options, 502, "local-unreachable", exc))
+            return 502, False
+        try:
+            outcome = forward(remote, conn, req, head, framer, Limits)
+        except DestinationDied:
+            local.close()
+            if reused and retry:
+                retry = False   # it closed an idle keep-alive connection just as we used it
+                continue
+            remote.sock.sendall(error_page(options, 502, "local-closed", "it closed the connection without answering"))
+            return 502, False
+        except BadResponse as exc:
+            local.close()
+            remote.sock.sendall(error_page(options, 502, "local-bad-response", "its answer is not HTTP (%s)" % exc.message))
+            return 502, False
+        except ResponseTimeout:
+            local.close()
+            remote.sock.sendall(error_page(options, 504, "local-timeout", "no answer within %g s" % Limits.response_timeout))
+            return 504, False
+        if not (outcome.in_sync and outcome.response.keep_alive):
+            local.close()   # the next request on this tunnel socket opens a fresh one
+        return outcome.response.status, outcome.in_sync
+
+
+def serve_tunnel_socket(sock, options):
+    """Serve requests arriving on one tunnel socket until it closes. Returns how many."""
+    remote, local, served = relay.Reader(sock), Local(options), 0
+    try:
+        while True:
+            head = remote.read_head(Limits.head_limit)      # idle here between requests
+            if head is None:
+                return served
+            started = time.monotonic()
+            req = parse_request_head(head)
+            framer = request_framer(req)
+            if options.host_header:
+                head = replace_header(req, b"Host", options.host_header)
+            status, in_sync = exchange(remote, local, req, head, framer, options)
+            served += 1
+            if options.print_requests:
+                print_request(req, status, started)
+            if not in_sync:
+                return served   # only a close can end this response, or the socket is out of step
+    except HttpError as exc:
+        _send_quietly(sock, protocol.error_response(exc.status, "bad-request", "Bad request: %s." % exc.message))
+        return served
+    except (OSError, relay.Closed) as exc:
+        if not relay.is_expected_disconnect(exc) and not isinstance(exc, relay.Closed):
+            log.warning("tunnel socket failed: %s", exc)
+        return served
+    finally:
+        local.close()
+        sock.close()
+
+
+def _send_quietly(sock, data):
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass
+
+
+def print_request(req, status, started):
+    print("%s %s %s %d %d ms" % (
+        datetime.datetime.now().isoformat(timespec="seconds"), req.method.decode("latin-1"),
+        req.target.decode("latin-1"), status, (time.monotonic() - started) * 1000), flush=True)
+
+
+# --- tunnels ----------------------------------------------------------------------------------
+
+class Tunnel:
+    """One registration: max_conn_count greenlets, each keeping a tunnel socket open."""
+
+    def __init__(self, info, options):
+        self.address = (info.get("ip") or options.server_host, info["port"])
+        self.options = options
+        self.lost = Event()
+        self.slots = [gevent.spawn(self._slot) for _ in range(info["max_conn_count"])]
+
+    def _slot(self):
+        """Keep one tunnel socket open. A refused connect means the tunnel is gone; a socket the
+        server keeps closing unused (it takes fewer than it advertised) is retried ever slower."""
+        backoff = Backoff()
+        while not self.lost.is_set():
+            try:
+                sock = socket.create_connection(self.address, timeout=CONNECT_TIMEOUT)
+            except OSError as exc:
+                log.info("tunnel port %s:%d: %s", self.address[0], self.address[1], exc)
+                self.lost.set()
+                return
+            sock.settimeout(None)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            opened = time.monotonic()
+            if serve_tunnel_socket(sock, self.options) or time.monotonic() - opened > HEALTHY_SOCKET_AGE:
+                backoff.reset()
+            else:
+                gevent.sleep(backoff.next())
+
+    def close(self):
+        self.lost.set()
+        gevent.killall(self.slots)
+
+
+def keep_tunnel(options):
+    """Register, serve, and when the tunnel is lost register the same name again, forever.
+    Returns only by raising Rejected."""
+    name, backoff, announced, first = options.subdomain, Backoff(), False, True
+    while True:
+        try:
+            info = request_tunnel(options.server, name)
+        except Unreachable as exc:
+            if not announced:
+                print("%s: cannot reach %s (%s); retrying" % (PROG, options.server, exc), file=sys.stderr, flush=True)
+                announced = True
+            gevent.sleep(backoff.next())
+            continue
+        backoff.reset()
+        announced = False
+        if first and options.subdomain and info["id"] != options.subdomain:
+            print("%s: %s is taken; the server gave %s instead" % (PROG, options.subdomain, info["id"]),
+                  file=sys.stderr, flush=True)
+        name = info["id"]   # after a loss, ask for the very name we had
+        announce(info, options, first)
+        first = False
+        tunnel = Tunnel(info, options)
+        try:
+            tunnel.lost.wait()
+        finally:
+            tunnel.close()      # also when we are stopped: every tunnel socket closes
+        print("%s: connection lost, reconnecting" % PROG, file=sys.stderr, flush=True)
+        announced = True    # said once; the URL line will say when it is back
+
+
+def announce(info, options, first):
+    print("your url is: %s" % info["url"], flush=True)
+    if info.get("cached_url"):
+        print("your cachedUrl is: %s" % info["cached_url"], flush=True)
+    if first and options.open:
+        webbrowser.open(info["url"])
+
+
+# --- the command line -------------------------------------------------------------------------
+
+class Options:
+    """The command line, checked: every bad value is a UsageError naming its flag."""
+
+    def __init__(self, args):
+        self.port = _port(args["--port"])
+        self.server = _server_url(args["--host"] or "https://localtunnel.me")
+        self.server_host = urllib.parse.urlsplit(self.server).hostname
+        self.subdomain = args["--subdomain"]
+        self.local_host = args["--local-host"] or "localhost"
+        self.host_header = args["--local-host"].encode("idna") if args["--local-host"] else None
+        self.print_requests = args["--print-requests"]
+        self.open = args["--open"]
+        self.tls = _tls_context(args) if args["--local-https"] else None
+
+
+def _port(text):
+    if text is None or not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise UsageError("--port=%s: expected the local service's port, 1 to 65535" % text)
+    return int(text)
+
+
+def _server_url(text):
+    parts = urllib.parse.urlsplit(text if "://" in text else "http://" + text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError("--host=%s: expected a server URL such as https://localtunnel.me" % text)
+    return "%s://%s%s" % (parts.scheme, parts.netloc, parts.path.rstrip("/"))
+
+
+def _tls_context(args):
+    try:
+        context = ssl.create_default_context(cafile=args["--local-ca"])
+        if args["--local-cert"]:
+            context.load_cert_chain(args["--local-cert"], args["--local-key"])
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError("--local-cert/--local-key/--local-ca: cannot load: %s" % exc) from None
+    if args["--allow-invalid-cert"]:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def main(argv=None):
+    try:
+        args = parse_args(__doc__, argv)
+        if args["--help"]:
+            print(__doc__.strip())
+            return ExitStatus.OK
+        if args["--version"]:
+            print(localtunnel.__version__)
+            return ExitStatus.OK
+        configure_logging(args["--log-level"] or "warning")
+        options = Options(args)
+    except UsageError as exc:
+        return fail(PROG, exc, ExitStatus.USAGE)
+    return run_until_stopped(options)
+
+
+def run_until_stopped(options):
+    """Serve until the server refuses us (exit 2), SIGTERM (0) or Ctrl-C (130)."""
+    outcome = {}
+    done = Event()
+
+    def stop(status):
+        outcome.setdefault("status", status)
+        done.set()
+
+    def work():
+        try:
+            keep_tunnel(options)
+        except Rejected as exc:
+            outcome["rejected"] = str(exc)
+            stop(ExitStatus.USAGE)
+
+    gevent.signal_handler(signal.SIGTERM, stop, ExitStatus.OK)
+    gevent.signal_handler(signal.SIGINT, stop, ExitStatus.INTERRUPTED)
+    worker = gevent.spawn(work)
+    done.wait()
+    worker.kill()
+    if "rejected" in outcome:
+        return fail(PROG, outcome["rejected"], outcome["status"])
+    return outcome["status"]
+
+
+def run():
+    """The `lt-client` console script: patch first, then the same main()."""
+    from gevent import monkey
+
+    monkey.patch_all()
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
