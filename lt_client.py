@@ -1,7 +1,7 @@
 """lt-client: expose a local web service at a public URL through a localtunnel server.
 
 Usage:
-  lt-client -p PORT [options]
+  lt-client [options]
   lt-client --help
   lt-client --version
 
@@ -364,7 +364,9 @@ class Options:
 
 
 def _port(text):
-    if text is None or not text.isdigit() or not 1 <= int(text) <= 65535:
+    if text is None:
+        raise UsageError("--port is required: the port of the local service to expose")
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise UsageError("--port=%s: expected the local service's port, 1 to 65535" % text)
     return int(text)
 

@@ -21,7 +21,7 @@ setup(
         "docopt-ng>=0.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "requests>=2.31"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "requests>=2.31", "cryptography>=42"],
     },
     entry_points={
         "console_scripts": [

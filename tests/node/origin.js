@@ -1,6 +1,7 @@
 // The local service behind the tunnel in the end-to-end tests: Node's own http server, so the
-// origin shares no code with what is under test. Listens on 127.0.0.1 on a free port and prints
-// "listening <port>" once ready.
+// origin shares no code with what is under test. Listens on 127.0.0.1 on a free port (or the one
+// given first) and prints "listening <port>" once ready. A second argument sets the keep-alive
+// timeout in ms (Node's default is 5000), to test local idle timeouts.
 //
 //   GET  /hello              "hello"
 //   POST /echo               the request body, streamed back (chunked)
@@ -102,6 +103,8 @@ server.on('upgrade', (req, socket) => {
   });
   socket.on('error', () => {});
 });
+
+if (process.argv[3]) server.keepAliveTimeout = Number(process.argv[3]);
 
 server.listen(Number(process.argv[2] || 0), '127.0.0.1', () => {
   console.log(`listening ${server.address().port}`);
