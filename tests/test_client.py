@@ -327,3 +327,38 @@ def test_local_https_with_a_client_certificate(server, procs, certs):
     wait_sockets(server.port, without, 10)
     assert visit(server.port, without, "/").status_code == 502
     origin.server.stop()
+
+
+def test_local_connections_open_only_when_requests_arrive(server, procs):
+    _, origin = start_origin(procs)
+    _, url = start_client("python", procs, server.port, origin)
+    name = tunnel_name(url)
+    wait_sockets(server.port, name, 10)
+    stats = "http://127.0.0.1:%d/stats" % origin
+    assert requests.get(stats).json()["connections"] == 1      # just this /stats request
+    visit(server.port, name, "/hello")
+    assert requests.get(stats).json()["connections"] == 3      # /stats, the visit, /stats
+
+
+def test_open_flag_opens_the_url_in_a_browser(server, origin, procs, tmp_path):
+    opened = tmp_path / "opened"
+    # Python's webbrowser runs $BROWSER with the URL in place of %s.
+    browser = "%s -c \"import sys; open('%s', 'w').write(sys.argv[1])\" %%s" % (sys.executable, opened)
+    proc = procs(our_client_argv(server.port, origin, extra=["--open"]), env={"BROWSER": browser})
+    url = proc.wait_for(r"your url is: (\S+)", 10).group(1)
+    with gevent.Timeout(5, AssertionError("no browser was started")):
+        while not opened.exists() or not opened.read_text():
+            gevent.sleep(0.05)
+    assert opened.read_text() == url
+
+
+def test_backoff_grows_from_half_a_second_to_30_with_jitter():
+    import lt_client
+    backoff = lt_client.Backoff()
+    ceilings = [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    delays = [backoff.next() for _ in ceilings]
+    for delay, ceiling in zip(delays, ceilings):
+        assert ceiling / 2 <= delay <= ceiling
+    assert len(set(delays)) > 1     # jittered, so restarted servers are not stampeded
+    backoff.reset()
+    assert backoff.next() <= 0.5

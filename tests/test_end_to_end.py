@@ -4,6 +4,7 @@ through our lt_client.py, both as subprocesses."""
 import hashlib
 import os
 import signal
+import socket
 import time
 
 import gevent
@@ -199,3 +200,29 @@ def test_client_exit_frees_the_name(make_server, origin, start_lt, kind):
     # And the next client asking for it gets it.
     _, url = start_lt(server.port, origin, subdomain="freed-name")
     assert tunnel_name(url) == "freed-name"
+
+
+def test_expect_100_continue_passes_through(tunnel):
+    """The visitor waits for 100 Continue before sending its body, as curl does."""
+    port, name = tunnel
+    body = b"x" * 5000
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: %s.localhost\r\nContent-Length: %d\r\n"
+                     b"Expect: 100-continue\r\n\r\n" % (name.encode(), len(body)))
+        interim = sock.recv(4096)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.sendall(body)
+        answer = b""
+        while not answer.endswith(b"0\r\n\r\n"):
+            data = sock.recv(65536)
+            assert data, answer
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.count(b"x") == len(body)
+
+
+def test_head_request_has_no_body_and_the_connection_carries_on(tunnel):
+    port, name = tunnel
+    with requests.Session() as session:
+        head = visit(port, name, "/bytes?n=5000", method="HEAD", session=session)
+        assert head.status_code == 200 and head.headers["Content-Length"] == "5000" and head.content == b""
+        assert visit(port, name, "/hello", session=session).text == "hello"
