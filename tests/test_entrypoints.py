@@ -1,5 +1,7 @@
 """The server started the two ways users start it, as real processes: `python lt_server.py` and
 `gunicorn -k gevent lt_server:app`; plus what each says when it cannot run."""
+import os
+import shutil
 import signal
 import socket
 import sys
@@ -143,3 +145,14 @@ def test_the_console_script_is_installed(procs):
     script = helpers.os.path.join(helpers.os.path.dirname(sys.executable), "lt-server")
     proc = procs([script, "--version"])
     assert proc.wait(15) == 0 and proc.output.strip() == "0.1.0"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root to drop to an unprivileged user with setpriv")
+def test_privileged_port_without_privileges_is_one_line(procs):
+    proc = procs(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                  "lt_server.py", "--port", "80", "--address", "127.0.0.1"])
+    assert proc.wait(15) == 1
+    assert proc.output.strip() == (
+        "lt-server: cannot listen on 127.0.0.1:80: permission denied (ports below 1024 need root or "
+        "CAP_NET_BIND_SERVICE); choose another with --port (or LT_PORT)")
