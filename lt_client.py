@@ -72,6 +72,9 @@ CONNECT_TIMEOUT = 10
 #: Reconnect delays grow from the first to the last, doubling, with jitter so that many
 #: clients of a restarted server do not all come back in the same instant.
 BACKOFF_FIRST, BACKOFF_LAST = 0.5, 30.0
+#: A local connection idle longer than this is checked for a close by the service before reuse
+#: (a bodiless request that meets one anyway is sent again on a fresh connection).
+LOCAL_PEEK_AFTER = 0.05
 #: A tunnel socket that lived this long without serving anything still counts as healthy.
 HEALTHY_SOCKET_AGE = 5.0
 
@@ -158,14 +161,23 @@ class Local:
     def __init__(self, options):
         self.options = options
         self.reader = None
+        self.last_used = 0.0
 
     def get(self):
         """(Reader, reused?) for the next request; raises LocalDown."""
-        if self.reader is not None and not relay.peek_is_stale(self.reader.sock):
+        now = time.monotonic()
+        if self.reader is not None and not self._maybe_stale(now):
+            self.last_used = now
             return self.reader, True
         self.close()
         self.reader = relay.Reader(self._connect())
+        self.last_used = now
         return self.reader, False
+
+    def _maybe_stale(self, now):
+        # Only a connection that sat idle can have been closed by the service's idle timeout;
+        # under load every connection is busy, and the peek would cost a syscall per request.
+        return now - self.last_used > LOCAL_PEEK_AFTER and relay.peek_is_stale(self.reader.sock)
 
     def _connect(self):
         host, port = self.options.local_host, self.options.port

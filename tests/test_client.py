@@ -143,6 +143,7 @@ class FakeServer:
         self.extra, self.accept = extra, accept
         self.close_after_response = close_after_response
         self.sockets = gevent.queue.Queue()
+        self.live = set()       # tunnel sockets it holds, in use or not
         self.attempts = 0
         self.tunnel = StreamServer((tunnel_address, 0), self._tunnel_socket)
         self.tunnel.start()
@@ -164,8 +165,9 @@ class FakeServer:
 
     def _tunnel_socket(self, sock, _addr):
         self.attempts += 1
-        if self.attempts > self.accept and self.sockets.qsize() >= self.accept:
+        if len(self.live) >= self.accept:
             return      # more than it takes: closed at once
+        self.live.add(sock)
         self.sockets.put(sock)
         gevent.sleep(30)    # parked: the handler owns the socket
 
@@ -179,6 +181,7 @@ class FakeServer:
         while len(body) < length:
             body += sock.recv(65536)
         if self.close_after_response:
+            self.live.discard(sock)
             sock.close()
         else:
             self.sockets.put(sock)

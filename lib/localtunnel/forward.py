@@ -46,7 +46,7 @@ def forward(src, dst, req, head, body_framer, limits):
     try:
         resp, raw = _read_response_head(dst, limits)
         while 100 <= resp.status < 200 and resp.status != 101:
-            src.sock.sendall(raw)       # 100 Continue and friends pass through
+            relay.send_all(src.sock, raw)   # 100 Continue and friends pass through
             resp, raw = _read_response_head(dst, limits)
         if resp.status == 101 and req.is_upgrade:
             return _upgrade(src, dst, resp, raw, body)
@@ -63,7 +63,7 @@ def _send_request(src, dst, head, framer):
         used = framer.feed(src.buf)
         out, src.buf = out + src.buf[:used], src.buf[used:]
     try:
-        dst.sock.sendall(out)
+        relay.send_all(dst.sock, out)
     except OSError as exc:
         raise DestinationDied() from exc
     if framer.done:
@@ -111,7 +111,7 @@ def _relay_response(src, dst, req, resp, raw, body, limits):
 
 def _upgrade(src, dst, resp, raw, body):
     """101 Switching Protocols: from here on the two connections are one raw pipe."""
-    src.sock.sendall(raw)
+    relay.send_all(src.sock, raw)
     if body is not None:
         body.join()
     relay.splice(src, dst)

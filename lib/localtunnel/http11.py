@@ -91,23 +91,32 @@ def find_head_end(buf, start=0):
     return -1 if at < 0 else at + 4
 
 
-def _parse_fields(lines, status):
+# Every header line at once, in one C-level pass: `name:value`, the name a token, no NUL. It
+# refuses obs-fold (a line starting with whitespace) and "Name : value" too.
+_FIELD_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n\0]*\r\n)*")
+
+
+def _split_head(head, status):
+    """(start line, header lines) of a head, after checking every header line's form."""
+    text = head.rstrip(b"\r\n")
+    start, _, block = text.partition(b"\r\n")
+    if block and not _FIELD_BLOCK.fullmatch(block + b"\r\n"):
+        raise HttpError(status, "malformed header line")
+    return start, block.split(b"\r\n") if block else []
+
+
+def _parse_fields(lines):
     fields = {}
     for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
-            # Covers obs-fold (a line starting with whitespace) and "Name : value" too.
-            raise HttpError(status, "malformed header line")
-        if b"\0" in value:
-            raise HttpError(status, "NUL byte in a header value")
+        name, _, value = line.partition(b":")
         fields.setdefault(name.lower(), []).append(value.strip(b" \t"))
     return fields
 
 
 def parse_request_head(head):
     """Parse a request head (ending in the blank line or not). Raises HttpError(400)."""
-    lines = head.rstrip(b"\r\n").split(b"\r\n")
-    parts = lines[0].split(b" ")
+    start, lines = _split_head(head, 400)
+    parts = start.split(b" ")
     if len(parts) != 3:
         raise HttpError(400, "malformed request line")
     method, target, version = parts
@@ -115,22 +124,19 @@ def parse_request_head(head):
         raise HttpError(400, "malformed request line")
     if not _VERSION.fullmatch(version):
         raise HttpError(505 if version.startswith(b"HTTP/") else 400, "unsupported HTTP version")
-    del lines[0]
-    return Request((method, target, version), lines, _parse_fields(lines, 400))
+    return Request((method, target, version), lines, _parse_fields(lines))
 
 
 def parse_response_head(head):
     """Parse a response head from a tunnel. Raises HttpError(502): the tunnel is at fault."""
-    lines = head.rstrip(b"\r\n").split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
+    start, lines = _split_head(head, 502)
+    parts = start.split(b" ", 2)
     if len(parts) < 2 or not _VERSION.fullmatch(parts[0]):
         raise HttpError(502, "the tunnel sent something that is not an HTTP response")
     if len(parts[1]) != 3 or not parts[1].isdigit():
         raise HttpError(502, "the tunnel sent a response with a malformed status")
-    status = int(parts[1])
-    del lines[0]
     reason = parts[2] if len(parts) == 3 else b""
-    return Response((parts[0], status, reason), lines, _parse_fields(lines, 502))
+    return Response((parts[0], int(parts[1]), reason), lines, _parse_fields(lines))
 
 
 def request_host(req):

@@ -3,6 +3,7 @@
 Corresponds to localtunnel/server's server.js (API answers, Host routing) and the JSON that the
 npm client's Tunnel.js reads. See shared/PROTOCOL.md, part A. Imports no socket, gevent or flask.
 """
+import functools
 import ipaddress
 import json
 import random
@@ -75,6 +76,9 @@ def _is_ip(name):
     return True
 
 
+# Hosts repeat request after request; the answer depends on nothing else. Bounded, because the
+# Host header is whatever a visitor sends.
+@functools.lru_cache(maxsize=4096)
 def tunnel_id_for_host(host, domain=None):
     """The tunnel id a Host header names, or None when it is for the API (A3).
 

@@ -8,6 +8,7 @@ import errno
 import socket
 
 import gevent
+import gevent.socket
 
 from .http11 import HttpError, find_head_end
 
@@ -26,6 +27,27 @@ EXPECTED_DISCONNECTS = frozenset((
 
 def is_expected_disconnect(exc):
     return isinstance(exc, OSError) and exc.errno in EXPECTED_DISCONNECTS
+
+
+_PLAIN_SOCKET = gevent.socket.socket
+
+
+def send_all(sock, data):
+    """sock.sendall(data), one syscall cheaper in the common case.
+
+    gevent's sendall asks the kernel for SO_SNDBUF before every send (6% of the server's time in
+    a profile of 1 KiB requests). On a plain socket we first try one raw non-blocking send; only
+    what does not fit in the socket buffer takes gevent's cooperative, waiting path. TLS sockets
+    always go through their own sendall: a raw send would bypass the encryption."""
+    if type(sock) is _PLAIN_SOCKET:
+        try:
+            sent = sock._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        data = memoryview(data)[sent:]
+    sock.sendall(data)
 
 
 def peek_is_stale(sock):
@@ -97,7 +119,7 @@ def copy_body(src, framer, dst, prefix=b""):
         data = src.recv()
         if not data:
             if out:
-                dst.sendall(out)
+                send_all(dst, out)
             return framer.until_close
         used = framer.feed(data)
         if used < len(data):
@@ -106,11 +128,11 @@ def copy_body(src, framer, dst, prefix=b""):
         if out and len(data) <= COALESCE:
             data, out = out + data, b""
         elif out:
-            dst.sendall(out)
+            send_all(dst, out)
             out = b""
-        dst.sendall(data)
+        send_all(dst, data)
     if out:
-        dst.sendall(out)
+        send_all(dst, out)
     return True
 
 
@@ -122,7 +144,7 @@ def _pump(src, dst):
             data = src.recv()
             if not data:
                 break
-            dst.sendall(data)
+            send_all(dst, data)
     except OSError as exc:
         if not is_expected_disconnect(exc):
             raise

@@ -7,11 +7,12 @@ nobody uses it) is dropped, never handed to a visitor; waiters get an answer, ne
 import logging
 import socket
 import time
+from collections import deque
 
 import gevent
-from gevent.event import Event
+
+from gevent.event import AsyncResult, Event
 from gevent.pool import Pool
-from gevent.queue import Empty, LifoQueue
 from gevent.server import StreamServer
 
 from .relay import Reader, peek_is_stale
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 KEEPALIVE_IDLE = 30
 KEEPALIVE_INTERVAL = 10
 KEEPALIVE_COUNT = 3
+
+
+_GONE = object()     # handed to waiters when the tunnel is removed
 
 
 class NoSocket(Exception):
@@ -75,7 +79,8 @@ class Tunnel:
         self._settings = settings
         self._on_expire = on_expire
         self._sockets = set()
-        self._idle = LifoQueue()    # LIFO: the most recently used socket is the least stale
+        self._idle = []             # a stack: the most recently used socket is the least stale
+        self._waiters = deque()     # visitors waiting for a socket, longest-waiting first
         self._expiry = None
         self._removed = False
         self._server = StreamServer((settings.address, 0), self._handle, spawn=Pool())
@@ -126,6 +131,8 @@ class Tunnel:
     def _forget(self, ts):
         ts.close()
         self._sockets.discard(ts)
+        if ts in self._idle:
+            self._idle.remove(ts)
         log.debug("tunnel %s: socket closed (%d open)", self.id, len(self._sockets))
         if not self._sockets and not self._removed:
             self._arm_expiry(self._settings.grace)
@@ -136,26 +143,45 @@ class Tunnel:
         Raises NoSocket after `timeout` seconds, TunnelGone at once if the tunnel is removed."""
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                ts = self._idle.get(timeout=max(0.0, deadline - time.monotonic()))
-            except Empty:
-                raise NoSocket() from None
-            if ts is None:
-                self._idle.put(None)    # pass the news on to the next waiter
+            if self._removed:
                 raise TunnelGone()
+            if not self._idle:
+                # Handed over straight from a finished exchange: no idle time for stale bytes.
+                return self._wait_for_socket(deadline)
+            ts = self._idle.pop()
             ts.unwatch()
-            if ts.is_stale():
-                self.drop(ts)
-                continue
-            return ts
+            if not ts.is_stale():
+                return ts
+            self.drop(ts)
+
+    def _wait_for_socket(self, deadline):
+        """Queue up for the next released socket. Handing sockets over in arrival order keeps a
+        visitor that just finished from taking its socket straight back while others starve."""
+        waiter = AsyncResult()
+        self._waiters.append(waiter)
+        try:
+            waiter.wait(timeout=max(0.0, deadline - time.monotonic()))
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        if not waiter.ready():
+            raise NoSocket()
+        if waiter.value is _GONE:
+            raise TunnelGone()
+        return waiter.value
 
     def release(self, ts):
         """Return a socket whose last exchange ended cleanly on a message boundary."""
         if self._removed or ts.closed.is_set():
             ts.closed.set()
             return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.ready():
+                waiter.set(ts)      # straight to the visitor who waited longest
+                return
         ts.watch()
-        self._idle.put(ts)
+        self._idle.append(ts)
 
     def drop(self, ts):
         """Give up a socket whose state is unknown (cut-off or close-delimited exchange)."""
@@ -168,7 +194,8 @@ class Tunnel:
         self._removed = True
         if self._expiry is not None:
             self._expiry.kill(block=False)
-        self._idle.put(None)
+        while self._waiters:
+            self._waiters.popleft().set(_GONE)
         self._server.close()
         for ts in list(self._sockets):
             ts.closed.set()
