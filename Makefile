@@ -1,4 +1,4 @@
-# Two commands on a fresh machine (see README): `make demo` and `make test`.
+# Two commands on a fresh machine (see README): `make demo` and `make test`; `make bench` measures.
 # Everything the tests need is installed from here: Python packages into .venv, the npm
 # `localtunnel` client into tests/node/node_modules.
 
@@ -23,6 +23,9 @@ tests/node/node_modules/.bin/lt: tests/node/package.json
 	touch $@
 
 test-setup: setup tests/node/node_modules/.bin/lt
+
+bench: test-setup
+	$(PY) bench/run.py
 
 demo: setup
 	$(PY) scripts/demo.py --port $(DEMO_PORT) --service-port $(DEMO_SERVICE_PORT)

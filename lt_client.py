@@ -59,6 +59,7 @@ from gevent.event import Event
 
 from localtunnel import protocol, relay
 from localtunnel.cli import ExitStatus, UsageError, configure_logging, fail, parse_args
+from localtunnel.deadlines import Deadlines, tick_for
 from localtunnel.forward import BadResponse, DestinationDied, ResponseTimeout, forward
 from localtunnel.http11 import HttpError, parse_request_head, replace_header, request_framer
 
@@ -220,7 +221,7 @@ def exchange(remote, local, req, head, framer, options):
             remote.sock.sendall(error_page(options, 502, "local-unreachable", exc))
             return 502, False
         try:
-            outcome = forward(remote, conn, req, head, framer, Limits)
+            outcome = forward(remote, conn, req, head, framer, Limits, options.deadlines)
         except DestinationDied:
             local.close()
             if reused and retry:
@@ -373,6 +374,7 @@ class Options:
         self.print_requests = args["--print-requests"]
         self.open = args["--open"]
         self.tls = _tls_context(args) if args["--local-https"] else None
+        self.deadlines = Deadlines(tick_for(Limits.response_timeout))
 
 
 def _port(text):

@@ -236,3 +236,10 @@ def test_stop_answers_and_closes_everything(make_server):
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.port), timeout=2)
     gevent.sleep(0)
+
+
+def test_visitor_asking_to_close_is_told_the_connection_closes(echo_tunnel, server):
+    raw = raw_exchange(server.port, b"GET / HTTP/1.1\r\nHost: %s.localhost\r\nConnection: close\r\n\r\n"
+                       % echo_tunnel.encode())
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert status_of(raw) == 200 and head.endswith(b"\r\nConnection: close")

@@ -265,3 +265,9 @@ def test_request_head_property_random_bytes_give_400_or_a_request(data):
         parse_request_head(data)
     except HttpError as exc:
         assert exc.status in (400, 505)
+
+
+def test_closing_response_head_replaces_connection_and_keeps_the_rest():
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX: y\r\n\r\n"
+    assert http11.closing_response_head(raw) == (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX: y\r\nConnection: close\r\n\r\n")

@@ -26,14 +26,15 @@ class Failed(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def proxy_request(tunnel, visitor, req, head, body_framer, settings):
+def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines):
     """Send one request through `tunnel` and its response to the visitor. Returns whether the
     visitor connection may carry another request; raises Failed for an error page instead."""
     retry = req.method in IDEMPOTENT and body_framer.done
     while True:
         ts = _checkout(tunnel, settings)
         try:
-            outcome = forward(visitor, ts.reader, req, head, body_framer, settings)
+            outcome = forward(visitor, ts.reader, req, head, body_framer, settings, deadlines,
+                              close_src=not req.keep_alive)
         except DestinationDied:
             tunnel.drop(ts)
             if not retry:

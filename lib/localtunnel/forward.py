@@ -8,7 +8,7 @@ boundary (`in_sync`) and may carry another request.
 import gevent
 
 from . import relay
-from .http11 import HttpError, parse_response_head, response_framer
+from .http11 import HttpError, closing_response_head, parse_response_head, response_framer
 
 
 class DestinationDied(Exception):
@@ -36,20 +36,24 @@ class Outcome:
         self.upgraded = upgraded    # a 101 was spliced to its end; neither side is reusable
 
 
-def forward(src, dst, req, head, body_framer, limits):
+def forward(src, dst, req, head, body_framer, limits, deadlines, close_src=False):
     """Send `head` and the request body from Reader `src` to Reader `dst`; relay the response.
 
-    `limits` has head_limit, response_timeout and body_settle. Raises DestinationDied,
+    `limits` has head_limit, response_timeout and body_settle; `deadlines` bounds the wait for
+    the response (a deadlines.Deadlines). With `close_src` the caller will
+    close `src` after this response, and the response head tells it so. Raises DestinationDied,
     BadResponse or ResponseTimeout before any response byte reached `src`; a failure after
     that is an OSError or an incomplete Outcome."""
     body = _send_request(src, dst, head, body_framer)
     try:
-        resp, raw = _read_response_head(dst, limits)
+        resp, raw = _read_response_head(dst, limits, deadlines)
         while 100 <= resp.status < 200 and resp.status != 101:
             relay.send_all(src.sock, raw)   # 100 Continue and friends pass through
-            resp, raw = _read_response_head(dst, limits)
+            resp, raw = _read_response_head(dst, limits, deadlines)
         if resp.status == 101 and req.is_upgrade:
             return _upgrade(src, dst, resp, raw, body)
+        if close_src and resp.keep_alive:
+            raw = closing_response_head(raw)
         return _relay_response(src, dst, req, resp, raw, body, limits)
     finally:
         if body is not None:
@@ -80,9 +84,9 @@ def _copy_request_body(src, framer, sock):
         return False
 
 
-def _read_response_head(dst, limits):
+def _read_response_head(dst, limits, deadlines):
     try:
-        with gevent.Timeout(limits.response_timeout, ResponseTimeout):
+        with deadlines.bound(limits.response_timeout, ResponseTimeout):
             raw = dst.read_head(limits.head_limit)
     except (OSError, relay.Closed) as exc:
         raise DestinationDied() from exc

@@ -7,7 +7,6 @@ own connection. Errors become a response in one place, `_handle`.
 import logging
 import socket
 
-import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
@@ -45,8 +44,9 @@ class _Discard:
 
 
 class Front:
-    def __init__(self, registry, app, settings):
+    def __init__(self, registry, app, settings, deadlines):
         self.registry, self.app, self.settings = registry, app, settings
+        self.deadlines = deadlines
         pool = Pool(settings.max_visitors) if settings.max_visitors else Pool()
         self._server = StreamServer((settings.address, settings.port), self._handle, spawn=pool)
 
@@ -92,7 +92,7 @@ class Front:
         """The next request head, parsed; None when the visitor closed or idled out."""
         if not visitor.buf:
             try:
-                with gevent.Timeout(idle, _IdleTimeout):
+                with self.deadlines.bound(idle, _IdleTimeout):
                     visitor.buf = visitor.sock.recv(relay.BUFSIZE)
             except _IdleTimeout:
                 return None
@@ -101,7 +101,7 @@ class Front:
         if find_head_end(visitor.buf) > 0:      # the common case: the whole head in one recv
             head = visitor.read_head(self.settings.head_limit)
         else:
-            with gevent.Timeout(self.settings.head_timeout, _HeadTimeout):
+            with self.deadlines.bound(self.settings.head_timeout, _HeadTimeout):
                 head = visitor.read_head(self.settings.head_limit)
         return parse_request_head(head) if head else None
 
@@ -120,7 +120,7 @@ class Front:
                 % (tunnel_id, tunnel_id)))
         framer = request_framer(req)
         head = forward_request_head(req, self._forwarded(req, ip, host), drop=_DROP_FORWARDED)
-        return proxy_request(tunnel, visitor, req, head, framer, self.settings)
+        return proxy_request(tunnel, visitor, req, head, framer, self.settings, self.deadlines)
 
     def _forwarded(self, req, ip, host):
         """X-Forwarded-* (PROTOCOL.md B5): a trusted front proxy's values are kept (its For list
@@ -142,7 +142,7 @@ class Front:
         framer = request_framer(req)
         if isinstance(framer, Fixed) and framer.remaining > wsgi.MAX_API_BODY:
             raise HttpError(413, "API requests carry no body")
-        with gevent.Timeout(self.settings.head_timeout, _HeadTimeout):
+        with self.deadlines.bound(self.settings.head_timeout, _HeadTimeout):
             if not relay.copy_body(visitor, framer, _Discard):
                 return False
         environ = wsgi.build_environ(req, b"", ip, self.port)

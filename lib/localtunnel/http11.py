@@ -329,3 +329,14 @@ def replace_header(req, name, value):
         out.append(line)
     out.append(b"\r\n")
     return b"\r\n".join(out)
+
+
+def closing_response_head(raw):
+    """A response head, blank line included, whose Connection header says close.
+
+    Connection is hop-by-hop: when the proxy is going to close the visitor's connection after
+    this response, it must say so, or a keep-alive client sends its next request into a
+    closing socket."""
+    lines = raw.rstrip(b"\r\n").split(b"\r\n")
+    kept = [line for line in lines[1:] if line.split(b":", 1)[0].strip().lower() not in _HOP_BY_HOP]
+    return b"\r\n".join([lines[0], *kept, b"Connection: close", b"\r\n"])

@@ -21,8 +21,9 @@ class RegistryFull(Exception):
 
 
 class Registry:
-    def __init__(self, settings, rng=None):
+    def __init__(self, settings, deadlines, rng=None):
         self.settings = settings
+        self.deadlines = deadlines
         self._tunnels = {}
         self._rng = rng or random.SystemRandom()
 
@@ -46,7 +47,7 @@ class Registry:
                 tunnel_id = None    # the reference server's answer: a fresh random id
         if tunnel_id is None:
             tunnel_id = self._random_free_id()
-        tunnel = Tunnel(tunnel_id, self.settings, client_addr, self.remove)
+        tunnel = Tunnel(tunnel_id, self.settings, client_addr, self.remove, self.deadlines)
         tunnel.start()
         self._tunnels[tunnel_id] = tunnel
         return tunnel

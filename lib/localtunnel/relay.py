@@ -90,7 +90,7 @@ class Reader:
         """The next head, blank line included; None on a clean EOF before its first byte.
 
         Raises HttpError(431) past `limit` bytes and Closed on an EOF inside a head. The
-        caller bounds the time (gevent.Timeout): a slow sender must not hold anyone else."""
+        caller bounds the time (a deadline): a slow sender must not hold anyone else."""
         buf, self.buf = self.buf.lstrip(b"\r\n"), b""
         scanned = 0
         while True:

@@ -8,6 +8,7 @@ import logging
 import gevent.monkey
 
 from .api import create_app
+from .deadlines import Deadlines, tick_for
 from .front import Front
 from .registry import Registry
 
@@ -23,9 +24,11 @@ class Server:
         if not gevent.monkey.is_module_patched("socket"):
             raise NotPatched("the localtunnel server needs gevent's monkey patching, done first by its entry point")
         self.settings = settings
-        self.registry = Registry(settings)
+        self.deadlines = Deadlines(tick_for(settings.socket_wait, settings.head_timeout,
+                                            settings.keepalive_timeout, settings.response_timeout))
+        self.registry = Registry(settings, self.deadlines)
         self.app = create_app(self.registry, settings)
-        self.front = Front(self.registry, self.app, settings)
+        self.front = Front(self.registry, self.app, settings, self.deadlines)
 
     @property
     def port(self):

@@ -71,8 +71,9 @@ class TunnelSocket:
 class Tunnel:
     """A registered name with its port and sockets."""
 
-    def __init__(self, tunnel_id, settings, client_addr, on_expire):
+    def __init__(self, tunnel_id, settings, client_addr, on_expire, deadlines):
         self.id = tunnel_id
+        self._deadlines = deadlines
         self.client_addr = client_addr
         self.max_sockets = settings.max_sockets
         self.created = time.time()
@@ -160,12 +161,15 @@ class Tunnel:
         waiter = AsyncResult()
         self._waiters.append(waiter)
         try:
-            waiter.wait(timeout=max(0.0, deadline - time.monotonic()))
+            with self._deadlines.bound(max(0.0, deadline - time.monotonic()), NoSocket):
+                waiter.wait()
+        except NoSocket:
+            if not waiter.ready():
+                raise
+            # else a socket was handed over just as time ran out: use it
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
-        if not waiter.ready():
-            raise NoSocket()
         if waiter.value is _GONE:
             raise TunnelGone()
         return waiter.value

@@ -1,0 +1,71 @@
+"""The benchmark harness: `make bench` (or `.venv/bin/python bench/run.py`).
+
+Runs, in one invocation and side by side, direct to nginx, our server + our client, and our
+server + the npm `lt` client, then writes bench/RESULTS.md. Installs wrk and nginx from Debian
+when they are missing. A progress line on stderr says what it is doing.
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import report  # noqa: E402
+import scenarios as sc  # noqa: E402
+import tools  # noqa: E402
+
+TARGETS = ("direct",) + sc.CLIENTS
+
+
+def measure(rig, site, seconds):
+    """Every scenario for every path, in a fixed order."""
+    plan = []
+    for which in TARGETS:
+        plan += [(("keepalive", which), lambda w=which: sc.keepalive(rig, w, seconds)),
+                 (("close", which), lambda w=which: sc.connection_close(rig, w, seconds)),
+                 (("download", which), lambda w=which: sc.download(rig, w, seconds, site)),
+                 (("upload", which), lambda w=which: sc.upload(rig, w, site)),
+                 (("websocket", which), lambda w=which: sc.websocket(rig, w, max(2, seconds // 2)))]
+    results = {}
+    for number, (key, step) in enumerate(plan, 1):
+        tools.progress("[%d/%d] %s via %s" % (number, len(plan), key[0], sc.LABEL[key[1]]))
+        results[key] = step()
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run (default 10)")
+    parser.add_argument("--out", default=os.path.join(tools.ROOT, "bench", "RESULTS.md"))
+    args = parser.parse_args(argv)
+    tools.ensure_tools()
+    os.makedirs(tools.OUT, exist_ok=True)
+    tools.raise_fd_limit()
+    site = tools.prepare_site()
+    rig = sc.Rig(site)
+    try:
+        results = measure(rig, site, args.seconds)
+        tools.progress("time to first byte")
+        first = {"server": sc.first_byte_server(rig), "rss": sc.client_memory(rig)}
+        for kind in sc.CLIENTS:
+            first[kind] = sc.first_byte_client(rig, kind, 1)
+        tools.progress("the gevent splice floor")
+        floor = sc.splice_floor(rig.nginx_port, args.seconds)
+    finally:
+        rig.stop()
+    tools.progress("server memory with 1,000 tunnels of 10 idle sockets")
+    memory = sc.server_memory()
+    meta = dict(tools.versions(), seconds=args.seconds, date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                command="python bench/run.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(argv or sys.argv[1:])))
+    report.write(args.out, meta, results, memory, first, floor)
+    tools.progress("wrote %s" % os.path.relpath(args.out, tools.ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The benchmark's system under test and its scenarios. Every figure comes from real processes on
+127.0.0.1: nginx as the origin, wrk as the load, our server, our client and the npm `lt` client."""
+import hashlib
+import http.client
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+
+from tools import MIB, NODE_LT, ORIGIN_JS, Proc, free_port, progress, rss_mb, run_wrk, start_nginx, wait_listening
+
+PY = sys.executable
+CLIENTS = ("python", "node")
+LABEL = {"direct": "direct to nginx", "python": "our server + our client", "node": "our server + npm lt"}
+
+
+def client_argv(kind, server_port, local_port, name):
+    if kind == "python":
+        return [PY, "lt_client.py", "-h", "http://localhost:%d" % server_port, "-p", str(local_port),
+                "-l", "127.0.0.1", "-s", name]
+    return [NODE_LT, "--host", "http://localhost:%d" % server_port, "--port", str(local_port),
+            "--local-host", "127.0.0.1", "--subdomain", name]
+
+
+def start_server(name="server", extra=()):
+    port = free_port()
+    proc = Proc(name, [PY, "lt_server.py", "--port", str(port), "--address", "127.0.0.1",
+                       "--domain", "localhost", "--log-level", "warning", *extra])
+    proc.wait_for(r"listening on")
+    return proc, port
+
+
+def api_get(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path, headers={"Host": "localhost:%d" % port})
+    answer = conn.getresponse()
+    body = answer.read()
+    conn.close()
+    return answer.status, body
+
+
+def wait_sockets(port, name, count=10, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = api_get(port, "/api/tunnels/%s/status" % name)
+        if status == 200 and json.loads(body)["connected_sockets"] >= count:
+            return
+        time.sleep(0.05)
+    raise RuntimeError("tunnel %s never had %d sockets" % (name, count))
+
+
+class Rig:
+    """nginx, the Node WebSocket origin, our server, and for each client kind a tunnel to
+    nginx and one to the WebSocket origin."""
+
+    def __init__(self, site):
+        self.procs = []
+        self.nginx, self.nginx_port = self._keep(start_nginx(site))
+        self.origin = self._keep_proc(Proc("origin", ["node", ORIGIN_JS]))
+        self.origin_port = int(self.origin.wait_for(r"listening (\d+)").group(1))
+        self.server, self.port = self._keep(start_server())
+        self.clients = {}
+        for kind in CLIENTS:
+            for purpose, local in (("web", self.nginx_port), ("ws", self.origin_port)):
+                name = "bench-%s-%s" % (kind, purpose)
+                proc = self._keep_proc(Proc("client-" + name, client_argv(kind, self.port, local, name)))
+                proc.wait_for(r"your url is")
+                wait_sockets(self.port, name)
+                self.clients[kind, purpose] = proc
+
+    def _keep(self, pair):
+        self.procs.append(pair[0])
+        return pair
+
+    def _keep_proc(self, proc):
+        self.procs.append(proc)
+        return proc
+
+    def target(self, which, purpose="web"):
+        """(port, Host) that reaches nginx (or the WS origin) directly or through a tunnel."""
+        if which == "direct":
+            return (self.nginx_port if purpose == "web" else self.origin_port), "127.0.0.1"
+        return self.port, "bench-%s-%s.localhost" % (which, purpose)
+
+    def stop(self):
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+# --- throughput and latency ---------------------------------------------------------------------
+
+def keepalive(rig, which, seconds):
+    port, host = rig.target(which)
+    return run_wrk("http://127.0.0.1:%d/1k" % port, host, seconds, 50)
+
+
+def connection_close(rig, which, seconds):
+    port, host = rig.target(which)
+    return run_wrk("http://127.0.0.1:%d/1k" % port, host, seconds, 50, ["Connection: close"])
+
+
+def download(rig, which, seconds, site):
+    port, host = rig.target(which)
+    result = run_wrk("http://127.0.0.1:%d/64m" % port, host, seconds, 1)
+    result["exact"] = _download_digest(port, host) == _file_digest(os.path.join(site, "64m"))
+    return result
+
+
+def _file_digest(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        for block in iter(lambda: data.read(MIB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_head(sock):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = sock.recv(65536)
+        if not data:
+            raise RuntimeError("connection closed inside a response head: %r" % head)
+        head += data
+    return head.split(b"\r\n\r\n", 1)
+
+
+def _download_digest(port, host):
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /64m HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode())
+        head, body = _read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        digest, left = hashlib.sha256(body), 64 * MIB - len(body)
+        while left:
+            data = sock.recv(min(left, MIB))
+            digest.update(data)
+            left -= len(data)
+        return digest.hexdigest()
+
+
+def upload(rig, which, site, repeats=3):
+    """PUT 64 MiB to nginx (WebDAV stores it); MB/s from first byte sent to the answer."""
+    port, host = rig.target(which)
+    payload = os.urandom(64 * MIB)
+    expected = hashlib.sha256(payload).hexdigest()
+    stored = os.path.join(site, "upload", "blob-" + which)
+    rates, exact = [], True
+    for _ in range(repeats):
+        if os.path.exists(stored):
+            os.remove(stored)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            started = time.perf_counter()
+            sock.sendall(b"PUT /upload/blob-%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n"
+                         % (which.encode(), host.encode(), len(payload)))
+            sock.sendall(payload)
+            head, _ = _read_head(sock)
+            elapsed = time.perf_counter() - started
+        exact = exact and head.split(b" ")[1] in (b"201", b"204") and _file_digest(stored) == expected
+        rates.append(64 / elapsed)
+    return {"mbps": statistics.median(rates), "exact": exact, "errors": 0 if exact else 1}
+
+
+def websocket(rig, which, seconds):
+    """Echo round trips of 64-byte messages over one WebSocket, one at a time."""
+    port, host = rig.target(which, "ws")
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                 % host.encode())
+    head, rest = _read_head(sock)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    payload = b"m" * 64
+    frame = bytes([0x82, 0x80 | 64]) + b"\0\0\0\0" + payload   # a zero mask leaves it as is
+    echo = bytes([0x82, 64]) + payload
+    rtts, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        sock.sendall(frame)
+        got = rest
+        while len(got) < len(echo):
+            got += sock.recv(4096)
+        rest = got[len(echo):]
+        if got[:len(echo)] != echo:
+            raise RuntimeError("WebSocket echo came back wrong")
+        rtts.append((time.perf_counter() - started) * 1000)
+    sock.close()
+    return {"msgs": len(rtts) / seconds, "p50": _percentile(rtts, 50), "p99": _percentile(rtts, 99), "errors": 0}
+
+
+def _percentile(values, pct):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+# --- time to the first proxied byte ---------------------------------------------------------------
+
+def first_byte_server(rig, repeats=20):
+    """?new, one tunnel socket, one visitor request answered by the harness: the server's part."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        info = json.loads(api_get(rig.port, "/?new")[1])
+        tunnel = socket.create_connection(("127.0.0.1", info["port"]))
+        visitor = socket.create_connection(("127.0.0.1", rig.port))
+        visitor.sendall(b"GET / HTTP/1.1\r\nHost: %s.localhost\r\n\r\n" % info["id"].encode())
+        _read_head(tunnel)
+        tunnel.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        visitor.recv(1)
+        times.append((time.perf_counter() - started) * 1000)
+        visitor.close()
+        tunnel.close()
+    return {"p50": _percentile(times, 50), "p99": _percentile(times, 99)}
+
+
+def first_byte_client(rig, kind, attempt):
+    """From starting a client process to the first byte of a visitor's answer through it."""
+    name = "bench-first-%s-%d" % (kind, attempt)
+    started = time.perf_counter()
+    proc = Proc("first-" + name, client_argv(kind, rig.port, rig.nginx_port, name))
+    try:
+        proc.wait_for(r"your url is", 20)
+        announced = time.perf_counter()
+        while True:
+            with socket.create_connection(("127.0.0.1", rig.port)) as visitor:
+                visitor.sendall(b"GET /1k HTTP/1.1\r\nHost: %s.localhost\r\n\r\n" % name.encode())
+                if visitor.recv(12).endswith(b"200"):
+                    done = time.perf_counter()
+                    return {"total": (done - started) * 1000, "after_url": (done - announced) * 1000}
+            time.sleep(0.002)
+    finally:
+        proc.stop()
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+def server_memory(tunnels=1000, per_tunnel=10):
+    """A fresh server's RSS idle, then holding `tunnels` tunnels of `per_tunnel` idle sockets."""
+    proc, port = start_server("server-memory")
+    try:
+        time.sleep(1)
+        idle = rss_mb(proc.pid)
+        held = []
+        for i in range(tunnels):
+            info = json.loads(api_get(port, "/?new")[1])
+            held += [socket.create_connection(("127.0.0.1", info["port"])) for _ in range(per_tunnel)]
+            if i % 200 == 199:
+                progress("memory: %d tunnels, %d sockets" % (i + 1, len(held)))
+        time.sleep(2)
+        status = json.loads(api_get(port, "/api/status")[1])
+        loaded = rss_mb(proc.pid)
+        for sock in held:
+            sock.close()
+        return {"idle": idle, "loaded": loaded, "tunnels": status["tunnels"], "sockets": len(held)}
+    finally:
+        proc.stop()
+
+
+def client_memory(rig):
+    return {kind: rss_mb(rig.clients[kind, "web"].pid) for kind in CLIENTS}
+
+
+# --- the floor of any gevent design ---------------------------------------------------------------
+
+def splice_floor(nginx_port, seconds):
+    """Two gevent processes that only splice bytes (no HTTP parsing, one upstream connection
+    per visitor connection), in the same three-hop chain: what any design on gevent pays."""
+    inner_port, outer_port = free_port(), free_port()
+    relay = os.path.join(os.path.dirname(os.path.abspath(__file__)), "splice_relay.py")
+    inner = Proc("splice-inner", [PY, relay, str(inner_port), str(nginx_port)])
+    outer = Proc("splice-outer", [PY, relay, str(outer_port), str(inner_port)])
+    try:
+        wait_listening(inner_port)
+        wait_listening(outer_port)
+        return run_wrk("http://127.0.0.1:%d/1k" % outer_port, "127.0.0.1", seconds, 50)
+    finally:
+        outer.stop()
+        inner.stop()
