@@ -310,6 +310,7 @@ class Tunnel:
                 return
             sock.settimeout(None)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # responses leave at once
             opened = time.monotonic()
             if serve_tunnel_socket(sock, self.options) or time.monotonic() - opened > HEALTHY_SOCKET_AGE:
                 backoff.reset()
