@@ -184,12 +184,19 @@ def _refuse_extra_workers(worker):
 
 
 def _log_through_gunicorn():
-    """Our lifecycle lines go where gunicorn's own go, at its level."""
+    """Our lifecycle lines go where gunicorn's own go, at its level; access lines go to its
+    access log when one is configured (--access-logfile), else to its error log."""
     gunicorn_log = logging.getLogger("gunicorn.error")
     ours = logging.getLogger("localtunnel")
     ours.handlers[:] = gunicorn_log.handlers
     ours.setLevel(gunicorn_log.level)
     ours.propagate = False
+    gunicorn_access = logging.getLogger("gunicorn.access")
+    if gunicorn_access.handlers:
+        access = logging.getLogger("localtunnel.access")
+        access.handlers[:] = gunicorn_access.handlers
+        access.setLevel(logging.INFO)
+        access.propagate = False
 
 
 _app = None

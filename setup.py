@@ -19,6 +19,7 @@ setup(
         "flask>=3.0",
         "gunicorn>=22.0",
         "docopt-ng>=0.9",
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "requests>=2.31", "cryptography>=42"],

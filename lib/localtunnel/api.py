@@ -7,6 +7,7 @@ import logging
 import os
 
 from flask import Flask, Response, redirect, request
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import __version__, protocol
 from .registry import RegistryFull
@@ -53,8 +54,9 @@ def _tunnel_answer(registry, settings, requested):
     return _json(protocol.tunnel_info(tunnel.id, tunnel.port, tunnel.max_sockets, url))
 
 
-def create_app(registry, settings):
-    """The API app over `registry`; `settings` gives the landing page, ports and --secure."""
+def create_app(registry, settings, metrics):
+    """The API app over `registry`; `settings` gives the landing page, ports and --secure;
+    `metrics` (a metrics.Metrics) is served at /metrics."""
     app = Flask("localtunnel")
     all_methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
@@ -67,9 +69,25 @@ def create_app(registry, settings):
 
     @app.route("/api/status")
     def status():
+        # The Node server's shape, plus what an operator wants to see at a glance.
         return _json(protocol.json_compact({
-            "tunnels": len(registry), "mem": {"rss": _rss_bytes()}, "version": __version__,
+            "tunnels": len(registry), "mem": {"rss": _rss_bytes()}, "sockets": registry.total_sockets(),
+            "uptime": round(metrics.uptime(), 1), "version": __version__,
         }))
+
+    @app.route("/api/health")
+    def health():
+        """For load balancers: 200 while the process serves requests."""
+        return _json('{"status":"ok"}')
+
+    @app.route("/metrics", methods=all_methods)
+    def prometheus():
+        # /metrics is also a one-segment path, which the Node server reads as "a tunnel named
+        # metrics". Tunnel clients ask for JSON (the npm client sends Accept: application/json);
+        # Prometheus and curl do not. So a JSON request still gets its tunnel.
+        if "application/json" in request.headers.get("Accept", ""):
+            return _tunnel_answer(registry, settings, "metrics")
+        return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
     @app.route("/api/tunnels/<tunnel_id>/status")
     def tunnel_status(tunnel_id):

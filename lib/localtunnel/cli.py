@@ -48,3 +48,9 @@ def configure_logging(level_name):
     if not isinstance(level, int):
         raise UsageError("--log-level=%s: expected debug, info, warning or error" % level_name)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Access lines stand alone on stdout, like gunicorn's --access-logfile -.
+    access = logging.getLogger("localtunnel.access")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.handlers[:] = [handler]
+    access.propagate = False

@@ -7,6 +7,7 @@ Every failure ends in an answer for the visitor: 502, 504, or a closed connectio
 a response has gone out.
 """
 import logging
+import time
 
 from .forward import BadResponse, DestinationDied, ResponseTimeout, forward
 from .tunnel import NoSocket, TunnelGone
@@ -27,11 +28,15 @@ class Failed(Exception):
 
 
 def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines):
-    """Send one request through `tunnel` and its response to the visitor. Returns whether the
-    visitor connection may carry another request; raises Failed for an error page instead."""
+    """Send one request through `tunnel` and its response to the visitor. Returns (whether the
+    visitor connection may carry another request, the forward.Outcome); raises Failed for an
+    error page instead."""
     retry = req.method in IDEMPOTENT and body_framer.done
+    waited = 0.0
     while True:
+        started = time.monotonic()
         ts = _checkout(tunnel, settings)
+        waited += time.monotonic() - started
         try:
             outcome = forward(visitor, ts.reader, req, head, body_framer, settings, deadlines,
                               close_src=not req.keep_alive)
@@ -48,7 +53,8 @@ def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines):
             raise
         reusable = outcome.in_sync and outcome.response.keep_alive
         (tunnel.release if reusable else tunnel.drop)(ts)
-        return reusable and req.keep_alive
+        outcome.waited = waited
+        return reusable and req.keep_alive, outcome
 
 
 def _checkout(tunnel, settings):

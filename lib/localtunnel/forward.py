@@ -28,12 +28,15 @@ class ResponseTimeout(Exception):
 
 
 class Outcome:
-    __slots__ = ("response", "in_sync", "upgraded")
+    __slots__ = ("response", "in_sync", "upgraded", "bytes_in", "bytes_out", "waited")
 
-    def __init__(self, response, in_sync, upgraded=False):
+    def __init__(self, response, in_sync, upgraded=False, bytes_in=0, bytes_out=0):
         self.response = response
         self.in_sync = in_sync      # both sides are at a message boundary
         self.upgraded = upgraded    # a 101 was spliced to its end; neither side is reusable
+        self.bytes_in = bytes_in    # request bytes sent to dst, head included
+        self.bytes_out = bytes_out  # response bytes sent to src, heads included
+        self.waited = 0.0           # seconds the caller waited for dst (set by the caller)
 
 
 def forward(src, dst, req, head, body_framer, limits, deadlines, close_src=False):
@@ -44,24 +47,30 @@ def forward(src, dst, req, head, body_framer, limits, deadlines, close_src=False
     close `src` after this response, and the response head tells it so. Raises DestinationDied,
     BadResponse or ResponseTimeout before any response byte reached `src`; a failure after
     that is an OSError or an incomplete Outcome."""
-    body = _send_request(src, dst, head, body_framer)
+    body, sent = _send_request(src, dst, head, body_framer)
+    interim = 0
     try:
         resp, raw = _read_response_head(dst, limits, deadlines)
         while 100 <= resp.status < 200 and resp.status != 101:
             relay.send_all(src.sock, raw)   # 100 Continue and friends pass through
+            interim += len(raw)
             resp, raw = _read_response_head(dst, limits, deadlines)
         if resp.status == 101 and req.is_upgrade:
             return _upgrade(src, dst, resp, raw, body)
         if close_src and resp.keep_alive:
             raw = closing_response_head(raw)
-        return _relay_response(src, dst, req, resp, raw, body, limits)
+        outcome = _relay_response(src, dst, req, resp, raw, body, limits)
+        outcome.bytes_in += sent
+        outcome.bytes_out += interim
+        return outcome
     finally:
         if body is not None:
             body.kill()
 
 
 def _send_request(src, dst, head, framer):
-    """Send the head with as much body as is already read; stream the rest in a greenlet."""
+    """Send the head with as much body as is already read; stream the rest in a greenlet.
+    Returns (that greenlet or None, bytes sent so far)."""
     out = head
     if src.buf and not framer.done:
         used = framer.feed(src.buf)
@@ -71,8 +80,8 @@ def _send_request(src, dst, head, framer):
     except OSError as exc:
         raise DestinationDied() from exc
     if framer.done:
-        return None
-    return gevent.spawn(_copy_request_body, src, framer, dst.sock)
+        return None, len(out)
+    return gevent.spawn(_copy_request_body, src, framer, dst.sock), len(out)
 
 
 def _copy_request_body(src, framer, sock):
@@ -81,7 +90,7 @@ def _copy_request_body(src, framer, sock):
     try:
         return relay.copy_body(src, framer, sock)
     except (OSError, relay.Closed, HttpError):
-        return False
+        return False, 0
 
 
 def _read_response_head(dst, limits, deadlines):
@@ -106,11 +115,12 @@ def _relay_response(src, dst, req, resp, raw, body, limits):
     except HttpError as exc:
         raise BadResponse(exc.message) from None
     try:
-        complete = relay.copy_body(dst, framer, src.sock, prefix=raw)
+        complete, sent = relay.copy_body(dst, framer, src.sock, prefix=raw)
     except HttpError:
-        complete = False    # broken chunking after the head went out: closing is all we can do
+        complete, sent = False, len(raw)    # broken chunking after the head went out: close
     body_done = body is None or _finished(body, limits.body_settle)
-    return Outcome(resp, complete and body_done and not framer.until_close)
+    streamed = body.value[1] if body_done and body is not None else 0
+    return Outcome(resp, complete and body_done and not framer.until_close, bytes_in=streamed, bytes_out=sent)
 
 
 def _upgrade(src, dst, resp, raw, body):
@@ -119,7 +129,7 @@ def _upgrade(src, dst, resp, raw, body):
     if body is not None:
         body.join()
     relay.splice(src, dst)
-    return Outcome(resp, False, upgraded=True)
+    return Outcome(resp, False, upgraded=True, bytes_out=len(raw))
 
 
 def _finished(greenlet, settle):
@@ -127,4 +137,4 @@ def _finished(greenlet, settle):
     all of it, so the copier is at most a moment behind; a response that came before the body
     was read leaves the connection in an unknown state, so it is not reused."""
     greenlet.join(timeout=settle)
-    return greenlet.ready() and greenlet.value is True
+    return greenlet.ready() and greenlet.value[0] is True

@@ -6,6 +6,7 @@ own connection. Errors become a response in one place, `_handle`.
 """
 import logging
 import socket
+import time
 
 from gevent.pool import Pool
 from gevent.server import StreamServer
@@ -18,6 +19,8 @@ from .http11 import (
 )
 
 log = logging.getLogger(__name__)
+#: One line per request, in the combined log format plus the tunnel name and timings.
+access_log = logging.getLogger("localtunnel.access")
 
 _FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
 _DROP_FORWARDED = frozenset(_FORWARDED)
@@ -44,9 +47,9 @@ class _Discard:
 
 
 class Front:
-    def __init__(self, registry, app, settings, deadlines):
+    def __init__(self, registry, app, settings, deadlines, metrics):
         self.registry, self.app, self.settings = registry, app, settings
-        self.deadlines = deadlines
+        self.deadlines, self.metrics = deadlines, metrics
         pool = Pool(settings.max_visitors) if settings.max_visitors else Pool()
         self._server = StreamServer((settings.address, settings.port), self._handle, spawn=pool)
 
@@ -69,6 +72,7 @@ class Front:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         visitor = relay.Reader(sock)
         wait = self.settings.head_timeout   # the first request must come promptly
+        self.metrics.visitors.inc()
         try:
             while True:
                 req = self._next_request(visitor, wait)
@@ -87,6 +91,8 @@ class Front:
         except OSError as exc:
             if not relay.is_expected_disconnect(exc):
                 log.warning("front: visitor %s: %s", addr[0], exc)
+        finally:
+            self.metrics.visitors.dec()
 
     def _next_request(self, visitor, idle):
         """The next request head, parsed; None when the visitor closed or idled out."""
@@ -114,13 +120,22 @@ class Front:
             return self._serve_api(visitor, req, ip)
         tunnel = self.registry.get(tunnel_id)
         if tunnel is None:
+            _log_access(ip, req, 404, 0, tunnel_id, 0.0, time.monotonic(), "no-such-tunnel")
             raise Failed(404, "no-such-tunnel", (
                 "There is no tunnel named %s on this server.\n"
                 "If it is yours, start your localtunnel client again (lt --port <port> --subdomain %s)."
                 % (tunnel_id, tunnel_id)))
         framer = request_framer(req)
         head = forward_request_head(req, self._forwarded(req, ip, host), drop=_DROP_FORWARDED)
-        return proxy_request(tunnel, visitor, req, head, framer, self.settings, self.deadlines)
+        started = time.monotonic()
+        try:
+            keep, outcome = proxy_request(tunnel, visitor, req, head, framer, self.settings, self.deadlines)
+        except Failed as exc:
+            _log_access(ip, req, exc.status, 0, tunnel_id, 0.0, started, exc.code)
+            raise
+        self.metrics.request(outcome.response.status, outcome.bytes_in, outcome.bytes_out, outcome.waited)
+        _log_access(ip, req, outcome.response.status, outcome.bytes_out, tunnel_id, outcome.waited, started)
+        return keep
 
     def _forwarded(self, req, ip, host):
         """X-Forwarded-* (PROTOCOL.md B5): a trusted front proxy's values are kept (its For list
@@ -143,18 +158,35 @@ class Front:
         if isinstance(framer, Fixed) and framer.remaining > wsgi.MAX_API_BODY:
             raise HttpError(413, "API requests carry no body")
         with self.deadlines.bound(self.settings.head_timeout, _HeadTimeout):
-            if not relay.copy_body(visitor, framer, _Discard):
+            if not relay.copy_body(visitor, framer, _Discard)[0]:
                 return False
         environ = wsgi.build_environ(req, b"", ip, self.port)
         visitor.sock.sendall(wsgi.call_app(self.app, environ, req.keep_alive))
         return req.keep_alive
 
-    @staticmethod
-    def _send_error(sock, status, code, message):
+    def _send_error(self, sock, status, code, message):
+        self.metrics.error(code)
         try:
             sock.sendall(protocol.error_response(status, code, message))
         except OSError:
             pass    # the visitor left; nothing to tell them
+
+
+def _log_access(ip, req, status, size, tunnel_id, waited, started, error=None):
+    """`127.0.0.1 - - [24/Nov/2026:18:20:00 +0000] "GET / HTTP/1.1" 200 1024 "-" "curl/8.0"
+    tunnel=calm-otter-42 wait=0.1ms time=2.3ms`, and `error=<kind>` for our own error pages."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return      # formatting a line per request is not free; skip it when nobody reads it
+    access_log.info(
+        '%s - - [%s] "%s %s %s" %d %s "%s" "%s" tunnel=%s wait=%.1fms time=%.1fms%s',
+        ip, time.strftime("%d/%b/%Y:%H:%M:%S %z"), req.method.decode("latin-1"), req.target.decode("latin-1"),
+        req.version.decode("latin-1"), status, size or "-", _header(req, b"referer"), _header(req, b"user-agent"),
+        tunnel_id, waited * 1000, (time.monotonic() - started) * 1000, " error=" + error if error else "")
+
+
+def _header(req, name):
+    value = req.get(name)
+    return value.decode("latin-1").replace('"', "%22") if value else "-"
 
 
 def _bad_request_message(exc):

@@ -112,19 +112,21 @@ class Reader:
 def copy_body(src, framer, dst, prefix=b""):
     """Send `prefix`, then the body `framer` delimits, from Reader `src` to socket `dst`.
 
-    Returns True when the body is complete (for a close-delimited body: at EOF), False when
-    `src` closed first. Bytes past the body are left in `src` for the next message."""
-    out = prefix
+    Returns (complete, bytes sent, prefix included): complete when the body ended (for a
+    close-delimited body: at EOF), not when `src` closed first. Bytes past the body are left in
+    `src` for the next message."""
+    out, sent = prefix, len(prefix)
     while not framer.done:
         data = src.recv()
         if not data:
             if out:
                 send_all(dst, out)
-            return framer.until_close
+            return framer.until_close, sent
         used = framer.feed(data)
         if used < len(data):
             src.unread(data[used:])
             data = data[:used]
+        sent += len(data)
         if out and len(data) <= COALESCE:
             data, out = out + data, b""
         elif out:
@@ -133,7 +135,7 @@ def copy_body(src, framer, dst, prefix=b""):
         send_all(dst, data)
     if out:
         send_all(dst, out)
-    return True
+    return True, sent
 
 
 def _pump(src, dst):

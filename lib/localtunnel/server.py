@@ -10,6 +10,7 @@ import gevent.monkey
 from .api import create_app
 from .deadlines import Deadlines, tick_for
 from .front import Front
+from .metrics import Metrics
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,9 @@ class Server:
         self.deadlines = Deadlines(tick_for(settings.socket_wait, settings.head_timeout,
                                             settings.keepalive_timeout, settings.response_timeout))
         self.registry = Registry(settings, self.deadlines)
-        self.app = create_app(self.registry, settings)
-        self.front = Front(self.registry, self.app, settings, self.deadlines)
+        self.metrics = Metrics(self.registry)
+        self.app = create_app(self.registry, settings, self.metrics)
+        self.front = Front(self.registry, self.app, settings, self.deadlines, self.metrics)
 
     @property
     def port(self):
