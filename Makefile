@@ -23,6 +23,7 @@ tests/node/node_modules/.bin/lt: tests/node/package.json
 	touch $@
 
 test-setup: setup tests/node/node_modules/.bin/lt
+	scripts/install-test-tools
 
 bench: test-setup
 	$(PY) bench/run.py

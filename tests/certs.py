@@ -55,3 +55,11 @@ def make_certs(directory):
     client = _build("tunnel client", client_key, "test CA", ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
     return {"ca": _write(directory, "ca", ca, ca_key), "server": _write(directory, "server", server, server_key),
             "client": _write(directory, "client", client, client_key)}
+
+
+def make_wildcard_cert(directory, *domains):
+    """A self-signed certificate for each domain and its wildcard: (cert path, key path)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName(n) for domain in domains for n in (domain, "*." + domain)]
+    cert = _build(domains[0], key, domains[0], key, san=names, usage=ExtendedKeyUsageOID.SERVER_AUTH)
+    return _write(directory, "wildcard", cert, key)
