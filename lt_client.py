@@ -58,7 +58,7 @@ import gevent
 from gevent.event import Event
 
 from localtunnel import protocol, relay
-from localtunnel.cli import ExitStatus, UsageError, configure_logging, fail, parse_args
+from localtunnel.cli import ExitStatus, UsageError, fail, parse_command_line
 from localtunnel.deadlines import Deadlines, tick_for
 from localtunnel.forward import BadResponse, DestinationDied, ResponseTimeout, forward
 from localtunnel.http11 import HttpError, parse_request_head, replace_header, request_framer
@@ -408,14 +408,9 @@ def _tls_context(args):
 
 def main(argv=None):
     try:
-        args = parse_args(__doc__, argv)
-        if args["--help"]:
-            print(__doc__.strip())
+        args = parse_command_line(__doc__, argv, localtunnel.__version__, "warning")
+        if args is None:
             return ExitStatus.OK
-        if args["--version"]:
-            print(localtunnel.__version__)
-            return ExitStatus.OK
-        configure_logging(args["--log-level"] or "warning")
         options = Options(args)
     except UsageError as exc:
         return fail(PROG, exc, ExitStatus.USAGE)

@@ -62,7 +62,7 @@ import gevent
 from gevent.event import Event
 
 from localtunnel import config
-from localtunnel.cli import ExitStatus, UsageError, configure_logging, fail, parse_args
+from localtunnel.cli import ExitStatus, UsageError, fail, parse_command_line
 from localtunnel.front import BindError
 from localtunnel.server import Server
 
@@ -82,14 +82,9 @@ def _flags(args):
 
 def main(argv=None):
     try:
-        args = parse_args(__doc__, argv)
-        if args["--help"]:
-            print(__doc__.strip())
+        args = parse_command_line(__doc__, argv, localtunnel.__version__, "info")
+        if args is None:
             return ExitStatus.OK
-        if args["--version"]:
-            print(localtunnel.__version__)
-            return ExitStatus.OK
-        configure_logging(args["--log-level"] or "info")
         settings = config.from_sources(os.environ, _flags(args))
     except (UsageError, config.ConfigError) as exc:
         return fail(PROG, exc, ExitStatus.USAGE)

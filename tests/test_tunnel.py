@@ -101,12 +101,19 @@ def test_eof_on_an_idle_socket_drops_it(server):
     client.close()
 
 
-def test_504_when_no_socket_comes_free_within_the_wait_bound(make_server):
-    server = make_server(socket_wait=0.5)
+def busy_tunnel(server):
+    """A tunnel whose one socket is held by a request its client never answers:
+    (tunnel info, the client, the visitor greenlet holding the socket)."""
     info = new_tunnel(server.port)
-    client = FakeClient(info, 1, handler=lambda sock, head: gevent.sleep(10))
+    client = FakeClient(info, 1, handler=lambda sock, head: gevent.sleep(30))
     wait_until(lambda: sockets_of(server, info["id"]) == 1, 2, "a socket")
     busy = gevent.spawn(visit, server.port, info["id"], "/busy")
+    return info, client, busy
+
+
+def test_504_when_no_socket_comes_free_within_the_wait_bound(make_server):
+    server = make_server(socket_wait=0.5)
+    info, client, busy = busy_tunnel(server)
     gevent.sleep(0.1)
     started = time.monotonic()
     answer = visit(server.port, info["id"], "/waits")
@@ -149,10 +156,7 @@ def test_idempotent_get_is_retried_once_on_another_socket(server):
 
 def test_waiting_visitors_are_answered_at_once_when_the_tunnel_is_removed(make_server):
     server = make_server(socket_wait=10)
-    info = new_tunnel(server.port)
-    client = FakeClient(info, 1, handler=lambda sock, head: gevent.sleep(30))
-    wait_until(lambda: sockets_of(server, info["id"]) == 1, 2, "a socket")
-    busy = gevent.spawn(visit, server.port, info["id"], "/busy")
+    info, client, busy = busy_tunnel(server)
     waiters = [gevent.spawn(visit, server.port, info["id"], "/wait") for _ in range(3)]
     gevent.sleep(0.3)
     started = time.monotonic()

@@ -37,6 +37,20 @@ def parse_args(doc, argv):
         raise UsageError(first) from None
 
 
+def parse_command_line(doc, argv, version, default_log_level):
+    """docopt, --help and --version answered, logging set up. Returns the parsed arguments, or
+    None when --help or --version was the whole job. Raises UsageError."""
+    args = parse_args(doc, argv)
+    if args["--help"]:
+        print(doc.strip())
+        return None
+    if args["--version"]:
+        print(version)
+        return None
+    configure_logging(args["--log-level"] or default_log_level)
+    return args
+
+
 def fail(prog, message, status):
     """Print `prog: message` on stderr and return `status`, for `return fail(...)`."""
     print("%s: %s" % (prog, message), file=sys.stderr)
