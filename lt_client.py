@@ -61,7 +61,8 @@ from localtunnel import protocol, relay
 from localtunnel.cli import ExitStatus, UsageError, fail, parse_command_line
 from localtunnel.deadlines import Deadlines, tick_for
 from localtunnel.forward import BadResponse, DestinationDied, ResponseTimeout, forward
-from localtunnel.http11 import HttpError, parse_request_head, replace_header, request_framer
+from localtunnel.framing import request_framer
+from localtunnel.http11 import HttpError, parse_request_head, replace_header
 
 PROG = "lt-client"
 log = logging.getLogger("localtunnel.lt_client")

@@ -12,7 +12,7 @@ import pytest
 
 import helpers
 from certs import make_wildcard_cert
-from helpers import FakeClient, new_tunnel
+from helpers import FakeClient
 
 DEPLOY = os.path.join(helpers.ROOT, "deploy")
 needs_nginx = pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed (make test-setup installs it)")

@@ -1,14 +1,14 @@
-"""The pure HTTP module: heads and framing, fed whole, byte by byte, in random splits, and by
-hypothesis."""
+"""The pure HTTP modules, http11 (heads) and framing (bodies): fed whole, byte by byte, in random
+splits, and by hypothesis."""
 import random
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from localtunnel import http11
+from localtunnel import framing, http11
+from localtunnel.framing import Chunked, Fixed, UntilClose, request_framer, response_framer
 from localtunnel.http11 import (
-    Chunked, Fixed, HttpError, UntilClose, find_head_end, forward_request_head, parse_request_head,
-    parse_response_head, request_framer, request_host, response_framer,
+    HttpError, find_head_end, forward_request_head, parse_request_head, parse_response_head, request_host,
 )
 
 
@@ -197,7 +197,7 @@ def test_chunked_body_ends_exactly_in_every_split(body, after):
     b"zz\r\nhello\r\n",                     # not hex
     b"5\r\nhelloX\r\n",                     # data longer than its size
     b"1" * 20 + b"\r\n",                    # absurd size
-    b"5" + b";" * (http11.MAX_LINE + 10),   # endless size line
+    b"5" + b";" * (framing.MAX_LINE + 10),  # endless size line
 ])
 def test_broken_chunking_raises_with_the_given_status(body):
     for pieces in splits(body):

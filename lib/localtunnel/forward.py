@@ -8,7 +8,8 @@ boundary (`in_sync`) and may carry another request.
 import gevent
 
 from . import relay
-from .http11 import HttpError, closing_response_head, parse_response_head, response_framer
+from .framing import response_framer
+from .http11 import HttpError, closing_response_head, parse_response_head
 
 
 class DestinationDied(Exception):

@@ -13,10 +13,8 @@ from gevent.server import StreamServer
 
 from . import protocol, relay, wsgi
 from .exchange import Failed, proxy_request
-from .http11 import (
-    HttpError, Fixed, find_head_end, forward_request_head, parse_request_head, request_framer,
-    request_host,
-)
+from .framing import Fixed, request_framer
+from .http11 import HttpError, find_head_end, forward_request_head, parse_request_head, request_host
 
 log = logging.getLogger(__name__)
 #: One line per request, in the combined log format plus the tunnel name and timings.

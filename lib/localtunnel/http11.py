@@ -1,22 +1,17 @@
-"""Pure HTTP/1.1 heads and message framing: bytes in, facts out (in the manner of h11).
+"""Pure HTTP/1.1 heads: bytes in, facts out (in the manner of h11).
 
 Node's localtunnel server pipes whole visitor connections and never parses HTTP; we parse just
 enough to share tunnel sockets per request (PROTOCOL.md B4): where a head ends, what it says,
-and where the body after it ends. Nothing here touches a socket, so every function can be fed
-a message whole, byte by byte or in random splits.
+and the few changes a proxy makes to it. Where the body after a head ends is framing.py's job.
+Nothing here touches a socket, so every function can be fed a head whole or in pieces.
 """
 import re
 
 HEAD_END = b"\r\n\r\n"
 
-#: A chunk-size line or trailer line longer than this is an attack, not HTTP.
-MAX_LINE = 8192
-#: Trailers are rare and small; bound them like a head.
-MAX_TRAILERS = 16384
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VERSION = re.compile(rb"HTTP/1\.[01]")
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 # Request targets: visible ASCII only; a space or control byte means a broken or hostile sender.
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection"))
@@ -155,148 +150,6 @@ def origin_form(req):
         rest = req.target.split(b"/", 3)
         return b"/" + rest[3] if len(rest) == 4 else b"/"
     return req.target
-
-
-def _content_length(head, status):
-    values = head.fields.get(b"content-length")
-    if not values:
-        return None
-    # "Content-Length: 5, 5" and repeated equal headers are legal; anything else is smuggling.
-    found = {v.strip() for value in values for v in value.split(b",")}
-    if len(found) != 1:
-        raise HttpError(status, "conflicting Content-Length headers")
-    value = found.pop()
-    if not value.isdigit() or len(value) > 18:
-        raise HttpError(status, "malformed Content-Length")
-    return int(value)
-
-
-def _is_chunked(head, status):
-    codings = [c.strip().lower() for v in head.fields.get(b"transfer-encoding", ()) for c in v.split(b",")]
-    if not codings:
-        return None
-    return codings[-1] == b"chunked"
-
-
-def request_framer(req):
-    """How the body after a request head ends. Ambiguous framing is refused (400), not guessed."""
-    chunked = _is_chunked(req, 400)
-    length = _content_length(req, 400)
-    if chunked is not None:
-        if length is not None or not chunked:
-            raise HttpError(400, "ambiguous request framing (Transfer-Encoding)")
-        return Chunked(400)
-    return Fixed(length or 0)
-
-
-def response_framer(method, resp):
-    """How the body after a response head ends (RFC 9112 section 6.3)."""
-    status = resp.status
-    if method == b"HEAD" or status < 200 or status in (204, 304):
-        return Fixed(0)
-    chunked = _is_chunked(resp, 502)
-    if chunked:
-        return Chunked(502)
-    if chunked is None:
-        length = _content_length(resp, 502)
-        if length is not None:
-            return Fixed(length)
-    return UntilClose()
-
-
-class Fixed:
-    """A body of known length (Content-Length, or none at all)."""
-
-    __slots__ = ("remaining",)
-    until_close = False
-
-    def __init__(self, length):
-        self.remaining = length
-
-    @property
-    def done(self):
-        return self.remaining == 0
-
-    def feed(self, data):
-        """Take what belongs to this body from the front of `data`; return how much that is."""
-        take = min(self.remaining, len(data))
-        self.remaining -= take
-        return take
-
-
-class UntilClose:
-    """A response delimited by the sender closing the connection."""
-
-    __slots__ = ()
-    until_close = True
-    done = False
-
-    def feed(self, data):
-        return len(data)
-
-
-_SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
-
-
-class Chunked:
-    """Finds the end of a chunked body without decoding it: the bytes pass on unmodified."""
-
-    __slots__ = ("status", "_state", "_remaining", "_line", "_trailer_bytes")
-    until_close = False
-
-    def __init__(self, status):
-        self.status = status            # what to answer when the chunking is broken
-        self._state = _SIZE
-        self._remaining = 0
-        self._line = b""
-        self._trailer_bytes = 0
-
-    @property
-    def done(self):
-        return self._state == _DONE
-
-    def feed(self, data):
-        pos, end = 0, len(data)
-        while pos < end and self._state != _DONE:
-            if self._state == _DATA:
-                take = min(self._remaining, end - pos)
-                pos += take
-                self._remaining -= take
-                if not self._remaining:
-                    self._state = _DATA_END
-                continue
-            newline = data.find(b"\n", pos, pos + MAX_LINE + 1)
-            if newline < 0:
-                self._take_partial(data[pos:end])
-                return end
-            line = self._line + data[pos:newline]
-            self._line = b""
-            pos = newline + 1
-            self._on_line(line[:-1] if line.endswith(b"\r") else line)
-        return pos
-
-    def _take_partial(self, piece):
-        self._line += piece
-        if len(self._line) > MAX_LINE:
-            raise HttpError(self.status, "chunked body line too long")
-
-    def _on_line(self, line):
-        if self._state == _SIZE:
-            size = line.split(b";", 1)[0].strip(b" \t")
-            if not _HEX.fullmatch(size):
-                raise HttpError(self.status, "malformed chunk size")
-            self._remaining = int(size, 16)
-            self._state = _DATA if self._remaining else _TRAILER
-        elif self._state == _DATA_END:
-            if line:
-                raise HttpError(self.status, "chunk data longer than its size")
-            self._state = _SIZE
-        elif not line:
-            self._state = _DONE
-        else:
-            self._trailer_bytes += len(line)
-            if self._trailer_bytes > MAX_TRAILERS:
-                raise HttpError(self.status, "chunked trailers too large")
 
 
 def forward_request_head(req, extra_lines=(), keep_upgrade=True, drop=frozenset()):
