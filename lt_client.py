@@ -22,6 +22,9 @@ Options:
   --allow-invalid-cert          Do not verify the local service's certificate.
   -o, --open                    Open the tunnel URL in a browser once it is up.
   --print-requests              Print one line per request: time, method, path, status, duration.
+  --auth-token=TOKEN            The token a server started with --auth-token asks for (or set
+                                LT_AUTH_TOKEN). Credentials in --host (http://user:TOKEN@host)
+                                work too, as with the npm client.
   --log-level=LEVEL             debug, info, warning or error (default warning).
   --help                        Show this help.
   --version                     Show the version.
@@ -33,6 +36,7 @@ if __name__ == "__main__":
 
     monkey.patch_all()
 
+import base64
 import datetime
 import json
 import logging
@@ -74,6 +78,8 @@ CONNECT_TIMEOUT = 10
 #: Reconnect delays grow from the first to the last, doubling, with jitter so that many
 #: clients of a restarted server do not all come back in the same instant.
 BACKOFF_FIRST, BACKOFF_LAST = 0.5, 30.0
+#: The longest a server's Retry-After makes us wait; past it a typo'd header would stall us.
+RETRY_AFTER_MAX = 300.0
 #: A local connection idle longer than this is checked for a close by the service before reuse
 #: (a bodiless request that meets one anyway is sent again on a fresh connection).
 LOCAL_PEEK_AFTER = 0.05
@@ -84,8 +90,9 @@ HEALTHY_SOCKET_AGE = 5.0
 class Limits:
     """The bounds forward() keeps while a request goes to the local service."""
     head_limit = 65536
-    response_timeout = 600.0    # the server has its own, shorter, bound for visitors
+    response_timeout = 600.0    # also bounds a pause mid-body; the server's bounds are shorter
     body_settle = 1.0
+    splice_idle_timeout = None  # WebSockets: the server closes idle ones, and we follow
 
 
 class Rejected(Exception):
@@ -93,7 +100,12 @@ class Rejected(Exception):
 
 
 class Unreachable(Exception):
-    """The server could not be reached or answered oddly: worth retrying."""
+    """The server could not be reached or answered oddly: worth retrying, not before
+    `retry_after` seconds when the server said so (a 429 or 503 with Retry-After)."""
+
+    def __init__(self, message, retry_after=0.0):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class LocalDown(Exception):
@@ -115,17 +127,20 @@ class Backoff:
 
 # --- the tunnel API ---------------------------------------------------------------------------
 
-def request_tunnel(server, name):
+def request_tunnel(server, name, authorization=None):
     """Ask `server` for a tunnel named `name` (None: any). Returns the server's JSON answer."""
     url = server + ("/" + name if name else "/?new")
-    request = urllib.request.Request(url, headers={
-        "Accept": "application/json, text/plain, */*", "User-Agent": "lt-client/" + localtunnel.__version__})
+    headers = {"Accept": "application/json, text/plain, */*", "User-Agent": "lt-client/" + localtunnel.__version__}
+    if authorization:
+        headers["Authorization"] = authorization
     try:
-        with urllib.request.urlopen(request, timeout=API_TIMEOUT) as answer:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=API_TIMEOUT) as answer:
             body = answer.read()
     except urllib.error.HTTPError as exc:
         if 400 <= exc.code < 500 and exc.code not in (408, 429):
             raise Rejected(_api_message(exc)) from None
+        if exc.code in (429, 503):     # busy or rate-limited: the server says why and when
+            raise Unreachable(_api_message(exc), _retry_after(exc)) from None
         raise Unreachable("the server answered %d %s" % (exc.code, exc.reason)) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise Unreachable(str(getattr(exc, "reason", exc))) from None
@@ -139,6 +154,11 @@ def _api_message(exc):
         return json.loads(body)["message"]
     except (ValueError, KeyError, TypeError):
         return "the server refused the tunnel: %d %s %s" % (exc.code, exc.reason, body.strip()[:200])
+
+
+def _retry_after(exc):
+    value = exc.headers.get("Retry-After", "")
+    return min(float(value), RETRY_AFTER_MAX) if value.isdigit() else 0.0
 
 
 def _tunnel_info(body):
@@ -244,20 +264,22 @@ def exchange(remote, local, req, head, framer, options):
 
 
 def serve_tunnel_socket(sock, options):
-    """Serve requests arriving on one tunnel socket until it closes. Returns how many."""
+    """Serve requests arriving on one tunnel socket until it closes. Returns how many arrived,
+    answered or not: a socket that carried a request was in use, not refused by the server,
+    even if the request was malformed or the socket died under it."""
     remote, local, served = relay.Reader(sock), Local(options), 0
     try:
         while True:
             head = remote.read_head(Limits.head_limit)      # idle here between requests
             if head is None:
                 return served
+            served += 1
             started = time.monotonic()
             req = parse_request_head(head)
             framer = request_framer(req)
             if options.host_header:
                 head = replace_header(req, b"Host", options.host_header)
             status, in_sync = exchange(remote, local, req, head, framer, options)
-            served += 1
             if options.print_requests:
                 print_request(req, status, started)
             if not in_sync:
@@ -329,12 +351,13 @@ def keep_tunnel(options):
     name, backoff, announced, first = options.subdomain, Backoff(), False, True
     while True:
         try:
-            info = request_tunnel(options.server, name)
+            info = request_tunnel(options.server, name, options.authorization)
         except Unreachable as exc:
             if not announced:
-                print("%s: cannot reach %s (%s); retrying" % (PROG, options.server, exc), file=sys.stderr, flush=True)
+                print("%s: no tunnel from %s yet (%s); retrying" % (PROG, options.server, exc),
+                      file=sys.stderr, flush=True)
                 announced = True
-            gevent.sleep(backoff.next())
+            gevent.sleep(max(backoff.next(), exc.retry_after))
             continue
         backoff.reset()
         announced = False
@@ -368,7 +391,8 @@ class Options:
 
     def __init__(self, args):
         self.port = _port(args["--port"])
-        self.server = _server_url(args["--host"] or "https://localtunnel.me")
+        self.server, credentials = _server_url(args["--host"] or "https://localtunnel.me")
+        self.authorization = _authorization(args["--auth-token"] or os.environ.get("LT_AUTH_TOKEN"), credentials)
         self.server_host = urllib.parse.urlsplit(self.server).hostname
         self.subdomain = args["--subdomain"]
         self.local_host = args["--local-host"] or "localhost"
@@ -388,10 +412,30 @@ def _port(text):
 
 
 def _server_url(text):
-    parts = urllib.parse.urlsplit(text if "://" in text else "http://" + text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    """(The server URL without credentials, "user:password" from it or None)."""
+    try:
+        parts = urllib.parse.urlsplit(text if "://" in text else "http://" + text)
+        netloc = parts.hostname and (parts.hostname if parts.port is None else "%s:%d" % (parts.hostname, parts.port))
+    except ValueError:      # a port that is not a number, a broken [IPv6] literal
+        netloc = None
+    if not netloc or parts.scheme not in ("http", "https"):
         raise UsageError("--host=%s: expected a server URL such as https://localtunnel.me" % text)
-    return "%s://%s%s" % (parts.scheme, parts.netloc, parts.path.rstrip("/"))
+    if ":" in parts.hostname:
+        netloc = "[%s]%s" % (parts.hostname, netloc[len(parts.hostname):])     # IPv6
+    credentials = None
+    if parts.username is not None:
+        credentials = "%s:%s" % (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+    return "%s://%s%s" % (parts.scheme, netloc, parts.path.rstrip("/")), credentials
+
+
+def _authorization(token, credentials):
+    """The Authorization header for the tunnel API: our Bearer token, or Basic credentials from
+    the URL, which is what the npm client sends (servers that want a token accept both)."""
+    if token:
+        return "Bearer " + token
+    if credentials:
+        return "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+    return None
 
 
 def _tls_context(args):

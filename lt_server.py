@@ -30,7 +30,19 @@ Options:
   --head-limit=BYTES            Largest request head before 431 (default 32768).
   --keepalive-timeout=SECONDS   How long an idle keep-alive visitor connection stays open
                                 (default 75).
-  --max-visitors=N              Simultaneous visitor connections, 0 for no limit (default 10000).
+  --max-visitors=N              Simultaneous visitor connections, 0 for no limit (default 10000);
+                                past it a visitor gets 503 at once.
+  --splice-idle-timeout=SECONDS
+                                How long an upgraded (WebSocket) connection may carry no bytes
+                                either way before it is closed (default 3600).
+  --max-tunnels=N               Tunnels on this server (default 10000).
+  --max-tunnels-per-address=N   Tunnels one client address may hold (default 50).
+  --new-per-minute=N            Tunnel creations one address may ask for per minute, then 429
+                                with Retry-After (default 60).
+  --check-client-address=BOOL   Tunnel ports take sockets only from the address that created the
+                                tunnel (default true; false for clients behind rotating NAT).
+  --auth-token=TOKEN            Creating a tunnel needs this token: lt-client --auth-token, or the
+                                npm client with --host https://user:TOKEN@host (default none).
   --trusted-proxies=ADDRS       Comma-separated proxy addresses whose X-Forwarded-* headers are
                                 kept (default 127.0.0.1,::1).
   --log-level=LEVEL             debug, info, warning or error (default info).

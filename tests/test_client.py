@@ -82,6 +82,26 @@ def test_local_idle_timeout_never_loses_or_mixes_up_a_response(server, procs):
         gevent.sleep(0.25)      # longer than the origin keeps an idle connection
 
 
+def test_a_websocket_whose_visitor_vanishes_gives_its_tunnel_socket_back(make_server, origin, procs):
+    # Node's upgraded sockets allow half-open connections, so the origin never closes its side
+    # after ours ends; the client must not wait for it for ever, or each abandoned WebSocket
+    # would cost the tunnel a socket.
+    server = make_server(splice_idle_timeout=0.5)
+    _, url = start_client("python", procs, server.port, origin)
+    name = tunnel_name(url)
+    wait_sockets(server.port, name, 10)
+    for _ in range(3):
+        sock = helpers.ws_connect(server.port, "%s.localhost" % name)
+        helpers.ws_send(sock, b"hi")
+        assert helpers.ws_recv(sock) == (2, b"hi")
+        sock.close()
+    tunnel = server.registry.get(name)
+    with gevent.Timeout(3, AssertionError("the server never closed the abandoned splices")):
+        while tunnel.connected_sockets == 10:
+            gevent.sleep(0.05)
+    wait_sockets(server.port, name, 10, timeout=10)
+
+
 @pytest.mark.deadline(60)
 def test_server_killed_and_restarted_on_the_same_port_serves_the_same_url(procs, origin):
     port = free_port()

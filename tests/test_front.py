@@ -225,6 +225,25 @@ def test_keep_alive_visitor_idle_timeout_closes_quietly(make_server):
     assert 0.25 < time.monotonic() - started < 2
 
 
+def test_blank_lines_after_a_request_do_not_escape_the_idle_bound(make_server):
+    # Found by the fuzz run: trailing CRLFs once made the next head wait with no bound at all.
+    server = make_server(keepalive_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n\r\n\r\n\r\n")
+        started = time.monotonic()
+        dripping = gevent.spawn(_drip_blank_lines, sock)
+        raw = helpers.read_all(sock)
+        dripping.kill()
+    assert status_of(raw) == 200 and raw.count(b"HTTP/1.1") == 1
+    assert time.monotonic() - started < 2
+
+
+def _drip_blank_lines(sock):
+    while True:
+        gevent.sleep(0.1)
+        sock.sendall(b"\r\n")
+
+
 def test_stop_answers_and_closes_everything(make_server):
     server = make_server()
     info = new_tunnel(server.port)

@@ -1,4 +1,5 @@
 """The pure contract module: names, ids, tunnel-info JSON, Host -> id, error pages."""
+import base64
 import json
 import random
 
@@ -73,3 +74,30 @@ def test_error_response_is_complete_http_with_status_header():
     assert b"X-Localtunnel-Status: no-free-socket" in head
     assert b"Content-Length: %d" % len(body) in head
     assert body == b"Busy.\nTry again.\n"
+
+
+@pytest.mark.parametrize("peer, forwarded, expected", [
+    ("203.0.113.5", "6.6.6.6", "203.0.113.5"),                 # untrusted peer: its header is ignored
+    ("127.0.0.1", None, "127.0.0.1"),
+    ("127.0.0.1", "203.0.113.5", "203.0.113.5"),               # a trusted proxy's word
+    ("127.0.0.1", "6.6.6.6, 203.0.113.5", "203.0.113.5"),      # the client wrote the left part
+    ("127.0.0.1", "203.0.113.5, 127.0.0.1", "203.0.113.5"),    # proxies in a chain are skipped
+    ("127.0.0.1", " , ", "127.0.0.1"),
+])
+def test_client_address_trusts_only_trusted_proxies(peer, forwarded, expected):
+    assert protocol.client_address(peer, forwarded, frozenset({"127.0.0.1", "::1"})) == expected
+
+
+@pytest.mark.parametrize("header, ok", [
+    ("Bearer s3cret", True),
+    ("bearer  s3cret ", True),
+    ("Basic " + base64.b64encode(b"anyone:s3cret").decode(), True),
+    ("Basic " + base64.b64encode(b"s3cret:").decode(), False),   # the token is the password
+    ("Bearer wrong", False),
+    ("Basic !!!notbase64", False),
+    ("Digest s3cret", False),
+    ("", False),
+    (None, False),
+])
+def test_token_matches_bearer_or_basic_password(header, ok):
+    assert protocol.token_matches(header, "s3cret") is ok

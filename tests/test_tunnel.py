@@ -6,7 +6,6 @@ import time
 
 import gevent
 import pytest
-import requests
 
 import helpers
 from helpers import FakeClient, new_tunnel, visit
@@ -209,23 +208,13 @@ def test_name_reclaim_by_the_same_address_and_for_an_unserved_name(server):
     client = FakeClient(again, 1)
     wait_until(lambda: sockets_of(server, "reclaim-me") == 1, 2, "a socket")
     url = "http://127.0.0.1:%d/reclaim-me" % server.port
-    other = get_from("127.0.0.2", url).json()
+    other = helpers.get_from("127.0.0.2", url).json()
     assert other["id"] != "reclaim-me"
     # ...and the name itself once nobody serves it.
     client.close()
     wait_until(lambda: sockets_of(server, "reclaim-me") == 0, 2, "sockets to close")
-    taken = get_from("127.0.0.2", url).json()
+    taken = helpers.get_from("127.0.0.2", url).json()
     assert taken["id"] == "reclaim-me"
-
-
-def get_from(source_ip, url):
-    """GET `url` over a connection from `source_ip` (any 127/8 address is loopback)."""
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter()
-    adapter.init_poolmanager(1, 1, source_address=(source_ip, 0))
-    session.mount("http://", adapter)
-    with session:
-        return session.get(url, headers={"Host": "localhost"}, timeout=5)
 
 
 def test_oversized_response_head_is_a_502_for_the_visitor(make_server):

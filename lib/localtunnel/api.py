@@ -10,6 +10,7 @@ from flask import Flask, Response, redirect, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import __version__, protocol
+from .admission import Refusal
 from .registry import RegistryFull
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,8 @@ log = logging.getLogger(__name__)
 FRONT_ENVIRON_KEY = "localtunnel.front"
 
 
-def _json(body, status=200):
-    return Response(body, status=status, content_type=protocol.JSON_TYPE)
+def _json(body, status=200, headers=()):
+    return Response(body, status=status, content_type=protocol.JSON_TYPE, headers=list(headers))
 
 
 def _rss_bytes():
@@ -44,19 +45,27 @@ def _public_host(settings):
     return name if settings.port == default_port else "%s:%d" % (name, settings.port)
 
 
-def _tunnel_answer(registry, settings, requested):
+def _tunnel_answer(registry, settings, admission, requested):
+    address = protocol.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                                      settings.trusted_proxies)
     try:
-        tunnel = registry.create(requested, request.remote_addr)
+        admission.check(address, request.headers.get("Authorization"), requested)
+        tunnel = registry.create(requested, address)
+    except Refusal as refusal:
+        log.info("refused a tunnel for %s (asked for %s): %d %s", address, requested or "any",
+                 refusal.status, refusal.message)
+        return _json(protocol.json_compact({"message": refusal.message}), refusal.status, refusal.headers)
     except RegistryFull:
-        return Response("No free tunnel names right now; try again in a minute.\n", 503)
+        return _json(protocol.json_compact({"message": "No free tunnel names right now; try again in a minute."}),
+                     503, [("Retry-After", "60")])
     url = protocol.tunnel_url(tunnel.id, _public_host(settings), settings.secure)
-    log.info("tunnel %s: created for %s (asked for %s)", tunnel.id, request.remote_addr, requested or "any")
+    log.info("tunnel %s: created for %s (asked for %s)", tunnel.id, address, requested or "any")
     return _json(protocol.tunnel_info(tunnel.id, tunnel.port, tunnel.max_sockets, url))
 
 
-def create_app(registry, settings, metrics):
+def create_app(registry, settings, metrics, admission):
     """The API app over `registry`; `settings` gives the landing page, ports and --secure;
-    `metrics` (a metrics.Metrics) is served at /metrics."""
+    `metrics` (a metrics.Metrics) is served at /metrics; `admission` decides who may create."""
     app = Flask("localtunnel")
     all_methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
@@ -64,7 +73,7 @@ def create_app(registry, settings, metrics):
     def root():
         # The reference checks only for a `new` key in the query, whatever its value or method.
         if "new" in request.args:
-            return _tunnel_answer(registry, settings, None)
+            return _tunnel_answer(registry, settings, admission, None)
         return redirect(settings.landing, code=302)
 
     @app.route("/api/status")
@@ -86,7 +95,7 @@ def create_app(registry, settings, metrics):
         # metrics". Tunnel clients ask for JSON (the npm client sends Accept: application/json);
         # Prometheus and curl do not. So a JSON request still gets its tunnel.
         if "application/json" in request.headers.get("Accept", ""):
-            return _tunnel_answer(registry, settings, "metrics")
+            return _tunnel_answer(registry, settings, admission, "metrics")
         return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
     @app.route("/api/tunnels/<tunnel_id>/status")
@@ -100,7 +109,7 @@ def create_app(registry, settings, metrics):
     def named(name):
         if not protocol.is_valid_name(name):
             return _json(protocol.INVALID_NAME_BODY, status=403)
-        return _tunnel_answer(registry, settings, name)
+        return _tunnel_answer(registry, settings, admission, name)
 
     @app.errorhandler(404)
     def not_found(_error):

@@ -28,6 +28,12 @@ class Settings:
     head_limit: int = 32768         # bytes a head may have (431)
     keepalive_timeout: float = 75.0  # seconds an idle keep-alive visitor connection is kept
     max_visitors: int = 10000       # simultaneous visitor connections; 0: no limit
+    splice_idle_timeout: float = 3600.0  # seconds an upgraded (WebSocket) connection may be silent
+    max_tunnels: int = 10000        # tunnels on this server
+    max_tunnels_per_address: int = 50  # tunnels one client address may hold
+    new_per_minute: int = 60        # tunnel creations one address may ask for per minute (429)
+    check_client_address: bool = True  # tunnel ports take sockets only from the tunnel's creator
+    auth_token: str = None          # when set, creating a tunnel needs it (401 otherwise)
     body_settle: float = 1.0        # seconds a request body may trail its response
     trusted_proxies: frozenset = frozenset({"127.0.0.1", "::1"})  # may set X-Forwarded-*
 
@@ -97,6 +103,12 @@ FIELDS = {
     "head_limit": (_positive_int, "--head-limit"),
     "keepalive_timeout": (_seconds, "--keepalive-timeout"),
     "max_visitors": (_non_negative_int, "--max-visitors"),
+    "splice_idle_timeout": (_seconds, "--splice-idle-timeout"),
+    "max_tunnels": (_positive_int, "--max-tunnels"),
+    "max_tunnels_per_address": (_positive_int, "--max-tunnels-per-address"),
+    "new_per_minute": (_positive_int, "--new-per-minute"),
+    "check_client_address": (_boolean, "--check-client-address"),
+    "auth_token": (_text, "--auth-token"),
     "trusted_proxies": (_addresses, "--trusted-proxies"),
 }
 

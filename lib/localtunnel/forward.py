@@ -5,6 +5,8 @@ The request body streams in a greenlet while the response is read, so `100 Conti
 answers work. Afterwards the caller learns whether both connections still sit on a message
 boundary (`in_sync`) and may carry another request.
 """
+import socket
+
 import gevent
 
 from . import relay
@@ -28,6 +30,10 @@ class ResponseTimeout(Exception):
     """No response head within the bound."""
 
 
+class _Stalled(Exception):
+    """A body stopped moving for longer than the response bound: the peer is gone or stuck."""
+
+
 class Outcome:
     __slots__ = ("response", "in_sync", "upgraded", "bytes_in", "bytes_out", "waited")
 
@@ -43,24 +49,26 @@ class Outcome:
 def forward(src, dst, req, head, body_framer, limits, deadlines, close_src=False):
     """Send `head` and the request body from Reader `src` to Reader `dst`; relay the response.
 
-    `limits` has head_limit, response_timeout and body_settle; `deadlines` bounds the wait for
-    the response (a deadlines.Deadlines). With `close_src` the caller will
+    `limits` has head_limit, response_timeout, body_settle and splice_idle_timeout;
+    `deadlines` (a deadlines.Deadlines) bounds the wait for the response head, and every pause
+    inside a body, by response_timeout. With `close_src` the caller will
     close `src` after this response, and the response head tells it so. Raises DestinationDied,
-    BadResponse or ResponseTimeout before any response byte reached `src`; a failure after
-    that is an OSError or an incomplete Outcome."""
-    body, sent = _send_request(src, dst, head, body_framer)
+    BadResponse, ResponseTimeout, or the HttpError of a malformed request body, before any
+    response byte reached `src`; a failure after that is an OSError or an incomplete Outcome."""
+    stall = _stall_bound(limits, deadlines)
+    body, sent = _send_request(src, dst, head, body_framer, stall)
     interim = 0
     try:
-        resp, raw = _read_response_head(dst, limits, deadlines)
+        resp, raw = _first_response_head(dst, limits, deadlines, body)
         while 100 <= resp.status < 200 and resp.status != 101:
             relay.send_all(src.sock, raw)   # 100 Continue and friends pass through
             interim += len(raw)
             resp, raw = _read_response_head(dst, limits, deadlines)
         if resp.status == 101 and req.is_upgrade:
-            return _upgrade(src, dst, resp, raw, body)
+            return _upgrade(src, dst, resp, raw, body, limits.splice_idle_timeout)
         if close_src and resp.keep_alive:
             raw = closing_response_head(raw)
-        outcome = _relay_response(src, dst, req, resp, raw, body, limits)
+        outcome = _relay_response(src, dst, req, resp, raw, body, limits, stall)
         outcome.bytes_in += sent
         outcome.bytes_out += interim
         return outcome
@@ -69,7 +77,24 @@ def forward(src, dst, req, head, body_framer, limits, deadlines, close_src=False
             body.kill()
 
 
-def _send_request(src, dst, head, framer):
+def _first_response_head(dst, limits, deadlines, body):
+    """The response head; if the destination hung up because the request body was malformed,
+    that body's HttpError (a 400 for the visitor, not a 502 about the tunnel)."""
+    try:
+        return _read_response_head(dst, limits, deadlines)
+    except DestinationDied:
+        if body is not None and body.ready() and body.value[2] is not None:
+            raise body.value[2] from None
+        raise
+
+
+def _stall_bound(limits, deadlines):
+    """What copy_body enters around each read that may wait: a peer that goes silent in the
+    middle of a body would otherwise hold the other side, and a tunnel socket, for ever."""
+    return lambda: deadlines.bound(limits.response_timeout, _Stalled)
+
+
+def _send_request(src, dst, head, framer, stall):
     """Send the head with as much body as is already read; stream the rest in a greenlet.
     Returns (that greenlet or None, bytes sent so far)."""
     out = head
@@ -82,16 +107,22 @@ def _send_request(src, dst, head, framer):
         raise DestinationDied() from exc
     if framer.done:
         return None, len(out)
-    return gevent.spawn(_copy_request_body, src, framer, dst.sock), len(out)
+    return gevent.spawn(_copy_request_body, src, framer, dst.sock, stall), len(out)
 
 
-def _copy_request_body(src, framer, sock):
-    """A side that breaks mid-body is an ordinary event here: the response side sees the
-    result and closes what is out of sync."""
+def _copy_request_body(src, framer, sock, stall):
+    """Returns (complete, bytes sent, the HttpError of a malformed body or None). A side that
+    breaks or stalls mid-body is an ordinary event here: the response side sees the result and
+    closes what is out of sync."""
     try:
-        return relay.copy_body(src, framer, sock)
-    except (OSError, relay.Closed, HttpError):
-        return False, 0
+        return relay.copy_body(src, framer, sock, bound=stall) + (None,)
+    except HttpError as exc:
+        # A bad chunk size: the destination waits for a body that will never make sense. Cut it
+        # off, so the response side stops waiting at once instead of at its timeout.
+        relay.shutdown_quietly(sock, socket.SHUT_RDWR)
+        return False, 0, exc
+    except (OSError, relay.Closed, _Stalled):
+        return False, 0, None
 
 
 def _read_response_head(dst, limits, deadlines):
@@ -110,26 +141,28 @@ def _read_response_head(dst, limits, deadlines):
         raise BadResponse(exc.message) from None
 
 
-def _relay_response(src, dst, req, resp, raw, body, limits):
+def _relay_response(src, dst, req, resp, raw, body, limits, stall):
     try:
         framer = response_framer(req.method, resp)
     except HttpError as exc:
         raise BadResponse(exc.message) from None
     try:
-        complete, sent = relay.copy_body(dst, framer, src.sock, prefix=raw)
-    except HttpError:
-        complete, sent = False, len(raw)    # broken chunking after the head went out: close
+        complete, sent = relay.copy_body(dst, framer, src.sock, prefix=raw, bound=stall)
+    except (HttpError, _Stalled):
+        # Broken chunking, or silence, after the head went out: the caller closes both sides.
+        complete, sent = False, len(raw)
     body_done = body is None or _finished(body, limits.body_settle)
     streamed = body.value[1] if body_done and body is not None else 0
     return Outcome(resp, complete and body_done and not framer.until_close, bytes_in=streamed, bytes_out=sent)
 
 
-def _upgrade(src, dst, resp, raw, body):
-    """101 Switching Protocols: from here on the two connections are one raw pipe."""
+def _upgrade(src, dst, resp, raw, body, idle):
+    """101 Switching Protocols: from here on the two connections are one raw pipe, closed after
+    `idle` seconds without a byte either way (None: never)."""
     relay.send_all(src.sock, raw)
     if body is not None:
         body.join()
-    relay.splice(src, dst)
+    relay.splice(src, dst, idle)
     return Outcome(resp, False, upgraded=True, bytes_out=len(raw))
 
 

@@ -8,7 +8,6 @@ import logging
 import socket
 import time
 
-from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from . import protocol, relay, wsgi
@@ -19,6 +18,9 @@ from .http11 import HttpError, find_head_end, forward_request_head, parse_reques
 log = logging.getLogger(__name__)
 #: One line per request, in the combined log format plus the tunnel name and timings.
 access_log = logging.getLogger("localtunnel.access")
+
+#: Seconds a visitor refused for lack of room may take to send its request before the 503.
+BUSY_READ = 1.0
 
 _FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
 _DROP_FORWARDED = frozenset(_FORWARDED)
@@ -48,12 +50,19 @@ class Front:
     def __init__(self, registry, app, settings, deadlines, metrics):
         self.registry, self.app, self.settings = registry, app, settings
         self.deadlines, self.metrics = deadlines, metrics
-        pool = Pool(settings.max_visitors) if settings.max_visitors else Pool()
-        self._server = StreamServer((settings.address, settings.port), self._handle, spawn=pool)
+        self._open = 0      # visitor connections being served
+        # Not a bounded gevent Pool: a full pool stops accepting, and visitors would wait in the
+        # kernel's backlog with no answer. Past the limit each one gets a 503 at once instead.
+        self._server = StreamServer((settings.address, settings.port), self._handle)
 
     @property
     def port(self):
         return self._server.server_port
+
+    @property
+    def visitors(self):
+        """Visitor connections being served now."""
+        return self._open
 
     def start(self):
         try:
@@ -67,9 +76,13 @@ class Front:
 
     def _handle(self, sock, addr):
         """One visitor connection, request after request, until either side is done."""
+        if self.settings.max_visitors and self._open >= self.settings.max_visitors:
+            self._refuse_busy(sock)
+            return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         visitor = relay.Reader(sock)
         wait = self.settings.head_timeout   # the first request must come promptly
+        self._open += 1
         self.metrics.visitors.inc()
         try:
             while True:
@@ -90,17 +103,35 @@ class Front:
             if not relay.is_expected_disconnect(exc):
                 log.warning("front: visitor %s: %s", addr[0], exc)
         finally:
+            self._open -= 1
             self.metrics.visitors.dec()
+
+    def _refuse_busy(self, sock):
+        # Read what the visitor sent first (briefly): closing a socket with unread bytes makes
+        # the kernel send a reset, which can destroy the 503 before the visitor reads it.
+        try:
+            with self.deadlines.bound(BUSY_READ, _HeadTimeout):
+                sock.recv(relay.BUFSIZE)
+        except (_HeadTimeout, OSError):
+            pass
+        self._send_error(sock, 503, "busy", (
+            "This server is serving its maximum of %d visitor connections.\n"
+            "Try again in a moment." % self.settings.max_visitors))
 
     def _next_request(self, visitor, idle):
         """The next request head, parsed; None when the visitor closed or idled out."""
+        # Blank lines before a request are allowed (RFC 9112 2.2) and skipped; they neither
+        # count as the head's start nor restart the idle clock.
+        visitor.buf = visitor.buf.lstrip(b"\r\n")
         if not visitor.buf:
             try:
                 with self.deadlines.bound(idle, _IdleTimeout):
-                    visitor.buf = visitor.sock.recv(relay.BUFSIZE)
+                    while not visitor.buf:
+                        data = visitor.sock.recv(relay.BUFSIZE)
+                        if not data:
+                            return None
+                        visitor.buf = data.lstrip(b"\r\n")
             except _IdleTimeout:
-                return None
-            if not visitor.buf:
                 return None
         if find_head_end(visitor.buf) > 0:      # the common case: the whole head in one recv
             head = visitor.read_head(self.settings.head_limit)

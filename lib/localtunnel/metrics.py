@@ -12,7 +12,7 @@ from . import __version__
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 ERROR_KINDS = ("no-such-tunnel", "no-free-socket", "tunnel-closed", "bad-response", "response-timeout",
-               "bad-request", "head-timeout")
+               "bad-request", "head-timeout", "busy")
 
 
 class Metrics:

@@ -3,7 +3,10 @@
 Corresponds to localtunnel/server's server.js (API answers, Host routing) and the JSON that the
 npm client's Tunnel.js reads. See shared/PROTOCOL.md, part A. Imports no socket, gevent or flask.
 """
+import base64
+import binascii
 import functools
+import hmac
 import ipaddress
 import json
 import random
@@ -100,6 +103,36 @@ def tunnel_id_for_host(host, domain=None):
     else:
         registrable = 2
     return labels[0] if len(labels) > registrable else None
+
+
+def client_address(peer, forwarded_for, trusted):
+    """The address a request really comes from. Only a trusted proxy's X-Forwarded-For counts,
+    and in it the rightmost address that is not another trusted proxy: everything left of that
+    the client itself could have written."""
+    if peer not in trusted or not forwarded_for:
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted:
+            return hop
+    return hops[0] if hops else peer
+
+
+def token_matches(authorization, token):
+    """Whether an Authorization header carries `token`: as a Bearer token (our client) or as the
+    password of Basic credentials (the npm client turns https://user:TOKEN@host into those)."""
+    if not authorization:
+        return False
+    scheme, _, value = authorization.strip().partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    if scheme == "basic":
+        try:
+            value = base64.b64decode(value, validate=True).decode("utf-8").partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif scheme != "bearer":
+        return False
+    return hmac.compare_digest(value.encode("utf-8"), token.encode("utf-8"))
 
 
 _REASONS = {

@@ -5,6 +5,7 @@ tunnels when their grace period ends. One process holds it: tunnels live in this
 """
 import logging
 import random
+from collections import Counter
 
 from . import protocol
 from .tunnel import Tunnel
@@ -25,6 +26,7 @@ class Registry:
         self.settings = settings
         self.deadlines = deadlines
         self._tunnels = {}
+        self._per_address = Counter()   # client address -> tunnels it holds
         self._rng = rng or random.SystemRandom()
 
     def __len__(self):
@@ -50,6 +52,7 @@ class Registry:
         tunnel = Tunnel(tunnel_id, self.settings, client_addr, self.remove, self.deadlines)
         tunnel.start()
         self._tunnels[tunnel_id] = tunnel
+        self._per_address[client_addr] += 1
         return tunnel
 
     def _may_reclaim(self, held, client_addr):
@@ -66,7 +69,13 @@ class Registry:
     def remove(self, tunnel):
         if self._tunnels.get(tunnel.id) is tunnel:
             del self._tunnels[tunnel.id]
+            self._per_address[tunnel.client_addr] -= 1
+            if not self._per_address[tunnel.client_addr]:
+                del self._per_address[tunnel.client_addr]
         tunnel.remove()
+
+    def count_for(self, client_addr):
+        return self._per_address.get(client_addr, 0)
 
     def close_all(self):
         for tunnel in list(self._tunnels.values()):

@@ -5,13 +5,19 @@ TunnelCluster.js, but message-aware: a body is copied exactly to its end so the 
 the next message. Bytes read past a message stay in the Reader's buffer for the next one.
 """
 import errno
+import logging
 import socket
+import time
 
 import gevent
 import gevent.socket
 
 from .http11 import HttpError, find_head_end
 
+log = logging.getLogger(__name__)
+
+#: Seconds a splice waits, once one direction has ended, for silence from the other to end too.
+LINGER = 5.0
 #: One recv's worth. 64 KiB keeps syscalls few on bulk transfers without bloating idle memory
 #: (buffers only live while data is moving).
 BUFSIZE = 65536
@@ -109,15 +115,20 @@ class Reader:
             buf = (buf + data).lstrip(b"\r\n") if not buf else buf + data
 
 
-def copy_body(src, framer, dst, prefix=b""):
+def copy_body(src, framer, dst, prefix=b"", bound=None):
     """Send `prefix`, then the body `framer` delimits, from Reader `src` to socket `dst`.
 
     Returns (complete, bytes sent, prefix included): complete when the body ended (for a
     close-delimited body: at EOF), not when `src` closed first. Bytes past the body are left in
-    `src` for the next message."""
+    `src` for the next message. `bound()`, when given, is entered around every read that may
+    wait: a peer that goes silent mid-body must not hold the other side for ever."""
     out, sent = prefix, len(prefix)
     while not framer.done:
-        data = src.recv()
+        if bound is None or src.buf:
+            data = src.recv()
+        else:
+            with bound():
+                data = src.recv()
         if not data:
             if out:
                 send_all(dst, out)
@@ -138,7 +149,15 @@ def copy_body(src, framer, dst, prefix=b""):
     return True, sent
 
 
-def _pump(src, dst):
+class _Activity:
+    """When a splice last moved a byte, in either direction, or one direction ended."""
+    __slots__ = ("last",)
+
+    def __init__(self):
+        self.last = time.monotonic()
+
+
+def _pump(src, dst, activity):
     """One direction of a splice. EOF half-closes the other side instead of tearing it down,
     so a peer that finished sending can still receive (sshuttle, mitmproxy do the same)."""
     try:
@@ -146,29 +165,44 @@ def _pump(src, dst):
             data = src.recv()
             if not data:
                 break
+            activity.last = time.monotonic()
             send_all(dst, data)
     except OSError as exc:
         if not is_expected_disconnect(exc):
-            raise
+            log.warning("splice: %s", exc)
     finally:
-        _shutdown(dst, socket.SHUT_WR)
+        activity.last = time.monotonic()
+        shutdown_quietly(dst, socket.SHUT_WR)
 
 
-def _shutdown(sock, how):
+def shutdown_quietly(sock, how):
     try:
         sock.shutdown(how)
     except OSError:
         pass  # already gone: the other direction will see it
 
 
-def splice(a, b):
+def splice(a, b, idle=None, linger=LINGER):
     """Copy bytes both ways between Readers `a` and `b` until both directions end.
 
     Used for Upgrade (WebSocket) connections, which have no message boundaries we know of.
-    An established splice may sit idle for as long as its peers like."""
-    other = gevent.spawn(_pump, b, a.sock)
+    Silence ends a splice: `idle` seconds without a byte either way (None: never), or, once one
+    direction has ended, `linger` seconds without a byte from the other. A WebSocket that only
+    pushes one way is busy, not idle; but a peer that never closes its half (Node's upgraded
+    sockets allow half-open ones) must not hold the connection, and a tunnel socket, for ever."""
+    activity = _Activity()
+    pumps = [gevent.spawn(_pump, a, b.sock, activity), gevent.spawn(_pump, b, a.sock, activity)]
     try:
-        _pump(a, b.sock)
-        other.join()
+        while True:
+            running = [pump for pump in pumps if not pump.ready()]
+            if not running:
+                return
+            quiet = idle if len(running) == 2 else min(linger, idle or linger)
+            if quiet is None:
+                gevent.wait(running, count=1)
+            elif time.monotonic() - activity.last >= quiet:
+                return      # the finally below closes both directions
+            else:
+                gevent.wait(running, timeout=activity.last + quiet - time.monotonic(), count=1)
     finally:
-        other.kill()
+        gevent.killall(pumps)

@@ -7,6 +7,7 @@ import logging
 
 import gevent.monkey
 
+from .admission import Admission
 from .api import create_app
 from .deadlines import Deadlines, tick_for
 from .front import Front
@@ -29,7 +30,8 @@ class Server:
                                             settings.keepalive_timeout, settings.response_timeout))
         self.registry = Registry(settings, self.deadlines)
         self.metrics = Metrics(self.registry)
-        self.app = create_app(self.registry, settings, self.metrics)
+        self.admission = Admission(settings, self.registry)
+        self.app = create_app(self.registry, settings, self.metrics, self.admission)
         self.front = Front(self.registry, self.app, settings, self.deadlines, self.metrics)
 
     @property

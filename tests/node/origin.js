@@ -46,7 +46,13 @@ function stream(res, count, ms) {
 let connections = 0;
 
 const server = http.createServer((req, res) => {
-  const url = new URL(req.url, 'http://origin');
+  let url;
+  try {
+    url = new URL(req.url, 'http://origin');
+  } catch (err) {   // a target Node's parser took but URL cannot (the fuzz test sends such)
+    res.statusCode = 400;
+    return res.end('bad target');
+  }
   const q = (name, dflt) => Number(url.searchParams.get(name) || dflt);
   switch (url.pathname) {
     case '/hello': return res.end('hello');
