@@ -1,4 +1,5 @@
-# Two commands on a fresh machine (see README): `make demo` and `make test`; `make bench` measures.
+# Two commands on a fresh machine (see README): `make demo` and `make test`; `make bench` measures,
+# `make soak` runs ten minutes of mixed traffic and checks memory, descriptors and every response.
 # Everything the tests need is installed from here: Python packages into .venv, the npm
 # `localtunnel` client into tests/node/node_modules.
 
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 DEMO_PORT ?= 8080
 DEMO_SERVICE_PORT ?= 3000
 
-.PHONY: setup test-setup demo test bench clean
+.PHONY: setup test-setup demo test bench soak clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,10 @@ test-setup: setup tests/node/node_modules/.bin/lt
 
 bench: test-setup
 	$(PY) bench/run.py
+
+SOAK_MINUTES ?= 10
+soak: test-setup
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)
 
 demo: setup
 	$(PY) scripts/demo.py --port $(DEMO_PORT) --service-port $(DEMO_SERVICE_PORT)

@@ -161,19 +161,30 @@ def _ms(text):
 
 
 def run_wrk(url, host, seconds, connections, extra_headers=()):
-    """wrk's figures: rps, MB/s, p50/p99 latency in ms, errors (socket errors + non-2xx/3xx)."""
+    """wrk's figures: rps, MB/s, p50/p99 latency in ms, errors (socket errors + non-2xx/3xx).
+    A report we cannot read is run once more, then an error that shows it."""
     argv = ["wrk", "-t1", "-c%d" % connections, "-d%ds" % seconds, "--latency", "-H", "Host: " + host]
     for header in extra_headers:
         argv += ["-H", header]
-    text = subprocess.run(argv + [url], capture_output=True, text=True, check=True).stdout
+    for attempt in (1, 2):
+        text = subprocess.run(argv + [url], capture_output=True, text=True, check=True).stdout
+        try:
+            return _wrk_figures(text)
+        except (AttributeError, ValueError):
+            progress("could not read wrk's report%s:\n%s" % (", running it again" if attempt == 1 else "", text))
+    raise RuntimeError("wrk's report for %s is unreadable; see above" % url)
+
+
+def _wrk_figures(text):
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", text))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     transfer = re.search(r"Transfer/sec:\s+([\d.]+)(B|KB|MB|GB)", text)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
         "mbps": float(transfer.group(1)) * _SIZES[transfer.group(2)],
-        "p50": _ms(re.search(r"50%\s+(\S+)", text).group(1)),
-        "p99": _ms(re.search(r"99%\s+(\S+)", text).group(1)),
+        # Anchored: "77.50%" at the end of the Req/Sec line must not pass for the 50% line.
+        "p50": _ms(re.search(r"^\s*50%\s+(\S+)", text, re.M).group(1)),
+        "p99": _ms(re.search(r"^\s*99%\s+(\S+)", text, re.M).group(1)),
         "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
         "requests": int(re.search(r"(\d+) requests in", text).group(1)),
     }

@@ -56,7 +56,7 @@ def test_print_requests_prints_time_method_path_status_duration(server, origin, 
 
 
 @pytest.mark.deadline(40)
-def test_local_service_down_is_a_502_naming_it_then_recovers(server, procs):
+def test_local_service_down_or_stopped_is_a_502_naming_it_then_recovers(server, procs):
     local_port = free_port()
     _, url = start_client("python", procs, server.port, local_port)
     name = tunnel_name(url)
@@ -65,8 +65,16 @@ def test_local_service_down_is_a_502_naming_it_then_recovers(server, procs):
     assert answer.status_code == 502
     assert answer.headers["X-Localtunnel-Status"] == "local-unreachable"
     assert "localhost:%d" % local_port in answer.text and "not" in answer.text.lower()
+    local, _ = start_origin(procs, local_port)
+    session = requests.Session()    # keep-alive: the next requests reuse one local connection
+    for _ in range(3):
+        answer = visit(server.port, name, "/hello", session=session)
+        assert answer.status_code == 200 and answer.text == "hello"
+    local.stop()        # the service stops while the tunnel is in use, and starts again
+    answer = visit(server.port, name, "/hello", session=session)
+    assert answer.status_code == 502 and answer.headers["X-Localtunnel-Status"] == "local-unreachable"
     start_origin(procs, local_port)
-    answer = visit(server.port, name, "/hello")
+    answer = visit(server.port, name, "/hello", session=session)
     assert answer.status_code == 200 and answer.text == "hello"
 
 

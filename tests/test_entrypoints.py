@@ -138,6 +138,34 @@ def test_help_explains_every_flag(procs):
         assert flag in proc.output
 
 
+def test_every_setting_has_a_flag_and_a_variable_documented_in_help_and_readme():
+    from localtunnel import config
+
+    import lt_server
+    with open(os.path.join(helpers.ROOT, "README.md")) as readme:
+        guide = readme.read()
+    for field, (_parser, flag) in config.FIELDS.items():
+        assert flag in lt_server.__doc__, flag
+        assert "`%s`" % flag in guide and "`%s`" % config.env_name(field) in guide, field
+
+
+@pytest.mark.parametrize("field, raw, value, flag, flag_value", [
+    ("max_visitors", "0", 0, "7", 7),
+    ("splice_idle_timeout", "30", 30.0, "0.5", 0.5),
+    ("max_tunnels", "5", 5, "6", 6),
+    ("max_tunnels_per_address", "2", 2, "3", 3),
+    ("new_per_minute", "10", 10, "11", 11),
+    ("check_client_address", "false", False, "true", True),
+    ("auth_token", "s3cret", "s3cret", "other", "other"),
+])
+def test_limits_come_from_variables_and_flags_and_a_flag_wins(field, raw, value, flag, flag_value):
+    from localtunnel import config
+
+    environ = {config.env_name(field): raw}
+    assert getattr(config.from_sources(environ), field) == value
+    assert getattr(config.from_sources(environ, {field: flag}), field) == flag_value
+
+
 def test_the_console_script_is_installed(procs):
     script = helpers.os.path.join(helpers.os.path.dirname(sys.executable), "lt-server")
     proc = procs([script, "--version"])

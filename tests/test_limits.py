@@ -36,6 +36,14 @@ def sockets_of(server, name):
     return tunnel.connected_sockets if tunnel else None
 
 
+def scripted_tunnel(server, count=1, handler=helpers.ok_handler):
+    """A new tunnel and a FakeClient with `count` sockets answering with `handler`, all connected."""
+    info = new_tunnel(server.port)
+    client = FakeClient(info, count, handler=handler)
+    wait_until(lambda: sockets_of(server, info["id"]) == count, 2, "%d tunnel sockets" % count)
+    return info, client
+
+
 def closed_unused(sock, timeout=2):
     """Whether the other side closes `sock` without sending anything."""
     sock.settimeout(timeout)
@@ -182,22 +190,25 @@ def test_visitors_past_the_limit_get_503_at_once_and_room_comes_back(make_server
     assert status_of(raw_exchange(server.port, STATUS_REQUEST)) == 200
 
 
-def pushes_then_falls_silent(sock, _head):
-    """Switch protocols, push 8 ticks 0.2 s apart, then say nothing until closed."""
-    sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-    for _ in range(8):
-        sock.sendall(b"tick")
-        gevent.sleep(0.2)
+def reads_body_forever(sock, _head):
+    """Read whatever comes, answer nothing, and let the client die at EOF."""
     while sock.recv(65536):
         pass
     return False
 
 
+def pushes_then_falls_silent(sock, head):
+    """Switch protocols, push 8 ticks 0.2 s apart, then say nothing until closed."""
+    sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    for _ in range(8):
+        sock.sendall(b"tick")
+        gevent.sleep(0.2)
+    return reads_body_forever(sock, head)
+
+
 def test_a_splice_silent_both_ways_is_closed_after_the_idle_timeout(make_server):
     server = make_server(splice_idle_timeout=0.5)
-    info = new_tunnel(server.port)
-    client = FakeClient(info, 1, handler=pushes_then_falls_silent)
-    wait_until(lambda: sockets_of(server, info["id"]) == 1, 2, "a socket")
+    info, client = scripted_tunnel(server, handler=pushes_then_falls_silent)
     sock = helpers.ws_connect(server.port, "%s.localhost" % info["id"])
     got = b""
     while len(got) < 32:    # 1.6 s of one-way traffic: longer than the idle timeout, yet not idle
@@ -214,14 +225,13 @@ def test_a_splice_silent_both_ways_is_closed_after_the_idle_timeout(make_server)
 
 def test_a_tunnel_silent_mid_response_is_cut_off_and_other_tunnels_carry_on(make_server):
     server = make_server(response_timeout=0.5)
-    silent, good = new_tunnel(server.port), new_tunnel(server.port)
 
     def half_then_silent(sock, _head):
         sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part")
         gevent.sleep(30)
 
-    stuck, fine = FakeClient(silent, 1, handler=half_then_silent), FakeClient(good, 1)
-    wait_until(lambda: sockets_of(server, silent["id"]) == 1 and sockets_of(server, good["id"]) == 1, 2, "sockets")
+    silent, stuck = scripted_tunnel(server, handler=half_then_silent)
+    good, fine = scripted_tunnel(server)
     waiting = gevent.spawn(raw_exchange, server.port, b"GET / HTTP/1.1\r\nHost: %s.localhost\r\n\r\n" % silent["id"].encode())
     gevent.sleep(0.1)
     assert visit(server.port, good["id"], "/ok").text == "GET /ok HTTP/1.1"    # while the other stalls
@@ -232,17 +242,9 @@ def test_a_tunnel_silent_mid_response_is_cut_off_and_other_tunnels_carry_on(make
     fine.close()
 
 
-def reads_body_forever(sock, _head):
-    while sock.recv(65536):
-        pass
-    return False
-
-
 def test_a_visitor_silent_mid_body_gets_504_not_a_hang(make_server):
     server = make_server(response_timeout=0.5)
-    info = new_tunnel(server.port)
-    client = FakeClient(info, 1, handler=reads_body_forever)
-    wait_until(lambda: sockets_of(server, info["id"]) == 1, 2, "a socket")
+    info, client = scripted_tunnel(server, handler=reads_body_forever)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: %s.localhost\r\nContent-Length: 100\r\n\r\nten bytes!" % info["id"].encode())
         started = time.monotonic()
@@ -253,9 +255,7 @@ def test_a_visitor_silent_mid_body_gets_504_not_a_hang(make_server):
 
 @pytest.mark.parametrize("late", [False, True], ids=["with-the-head", "after-a-pause"])
 def test_a_bad_chunk_size_is_400_at_once_and_the_tunnel_carries_on(server, late):
-    info = new_tunnel(server.port)
-    client = FakeClient(info, 2, handler=reads_body_forever)
-    wait_until(lambda: sockets_of(server, info["id"]) == 2, 2, "sockets")
+    info, client = scripted_tunnel(server, 2, handler=reads_body_forever)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: %s.localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
                      % info["id"].encode())
@@ -291,9 +291,7 @@ def test_a_client_killed_with_sigkill_leaves_no_visitor_hanging_and_frees_its_na
 @pytest.mark.deadline(40)
 def test_300_slow_senders_are_cut_at_the_head_limit_while_others_are_served(make_server):
     server = make_server(head_timeout=2.0)
-    info = new_tunnel(server.port)
-    client = FakeClient(info, 4)
-    wait_until(lambda: sockets_of(server, info["id"]) == 4, 2, "sockets")
+    info, client = scripted_tunnel(server, 4)
     slow = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(300)]
     for sock in slow:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: %s.loc" % info["id"].encode())
