@@ -174,6 +174,19 @@ def test_the_creator_is_a_trusted_proxys_forwarded_for_never_an_untrusted_one(ma
     assert server.registry.get(forged["id"]).client_addr == "127.0.0.3"
 
 
+def test_a_dual_stack_server_knows_ipv4_clients_and_proxies_by_one_address(make_server):
+    # Listening on "::", IPv4 peers appear as ::ffff:127.0.0.1: still the trusted proxy, and
+    # still the creator when its tunnel sockets arrive.
+    server = make_server(address="::")
+    proxied = create(server, headers={"X-Forwarded-For": "127.0.0.2"}).json()
+    assert server.registry.get(proxied["id"]).client_addr == "127.0.0.2"
+    own = create(server).json()
+    assert server.registry.get(own["id"]).client_addr == "127.0.0.1"
+    sock = socket.create_connection(("127.0.0.1", own["port"]))
+    wait_until(lambda: sockets_of(server, own["id"]) == 1, 2, "the creator's socket")
+    sock.close()
+
+
 # --- visitors and splices ---------------------------------------------------------------------
 
 def test_visitors_past_the_limit_get_503_at_once_and_room_comes_back(make_server):

@@ -88,6 +88,17 @@ def test_client_address_trusts_only_trusted_proxies(peer, forwarded, expected):
     assert protocol.client_address(peer, forwarded, frozenset({"127.0.0.1", "::1"})) == expected
 
 
+@pytest.mark.parametrize("text, normal", [
+    ("::ffff:203.0.113.5", "203.0.113.5"),      # IPv4 through a dual-stack socket
+    ("203.0.113.5", "203.0.113.5"),
+    ("2001:DB8:0:0::1", "2001:db8::1"),
+    ("not-an-address", "not-an-address"),
+])
+def test_addresses_have_one_spelling(text, normal):
+    assert protocol.normal_address(text) == normal
+    assert protocol.client_address("127.0.0.1", text, frozenset({"127.0.0.1"})) == normal
+
+
 @pytest.mark.parametrize("header, ok", [
     ("Bearer s3cret", True),
     ("bearer  s3cret ", True),

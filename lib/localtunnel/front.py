@@ -82,12 +82,13 @@ class Front:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         visitor = relay.Reader(sock)
         wait = self.settings.head_timeout   # the first request must come promptly
+        ip = protocol.normal_address(addr[0])   # as trusted_proxies and the API spell it
         self._open += 1
         self.metrics.visitors.inc()
         try:
             while True:
                 req = self._next_request(visitor, wait)
-                if req is None or not self._serve(visitor, req, addr[0]):
+                if req is None or not self._serve(visitor, req, ip):
                     return
                 wait = self.settings.keepalive_timeout
         except HttpError as exc:
@@ -101,7 +102,7 @@ class Front:
             pass
         except OSError as exc:
             if not relay.is_expected_disconnect(exc):
-                log.warning("front: visitor %s: %s", addr[0], exc)
+                log.warning("front: visitor %s: %s", ip, exc)
         finally:
             self._open -= 1
             self.metrics.visitors.dec()

@@ -106,16 +106,28 @@ def tunnel_id_for_host(host, domain=None):
 
 
 def client_address(peer, forwarded_for, trusted):
-    """The address a request really comes from. Only a trusted proxy's X-Forwarded-For counts,
-    and in it the rightmost address that is not another trusted proxy: everything left of that
-    the client itself could have written."""
+    """The address a request really comes from, in normal form. Only a trusted proxy's
+    X-Forwarded-For counts, and in it the rightmost address that is not another trusted proxy:
+    everything left of that the client itself could have written."""
+    peer = normal_address(peer)
     if peer not in trusted or not forwarded_for:
         return peer
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
     for hop in reversed(hops):
         if hop not in trusted:
-            return hop
-    return hops[0] if hops else peer
+            return normal_address(hop)
+    return normal_address(hops[0] if hops else peer)
+
+
+def normal_address(text):
+    """One spelling per address, so the API and a tunnel port agree on who a client is: an IPv4
+    client seen through a dual-stack socket (`::ffff:203.0.113.5`) is `203.0.113.5`, and IPv6 is
+    written compressed. Text that is no address is returned as it is."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    return str(getattr(ip, "ipv4_mapped", None) or ip)
 
 
 def token_matches(authorization, token):

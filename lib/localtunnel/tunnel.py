@@ -15,6 +15,7 @@ from gevent.event import AsyncResult, Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
+from . import protocol
 from .relay import Reader, peek_is_stale
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,8 @@ class Tunnel:
         if self._removed or len(self._sockets) >= self.max_sockets:
             log.debug("tunnel %s: refusing socket from %s (limit %d)", self.id, addr, self.max_sockets)
             return
-        if self._settings.check_client_address and self.client_addr and addr[0] != self.client_addr:
+        if (self._settings.check_client_address and self.client_addr
+                and protocol.normal_address(addr[0]) != self.client_addr):
             # Anyone who guessed the port could otherwise answer this tunnel's visitors.
             log.warning("tunnel %s: refusing socket from %s: the tunnel belongs to %s",
                         self.id, addr[0], self.client_addr)
