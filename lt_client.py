@@ -432,6 +432,8 @@ def _authorization(token, credentials):
     """The Authorization header for the tunnel API: our Bearer token, or Basic credentials from
     the URL, which is what the npm client sends (servers that want a token accept both)."""
     if token:
+        if not token.isascii() or not token.isprintable() or " " in token:
+            raise UsageError("--auth-token: expected the server's token, printable ASCII without spaces")
         return "Bearer " + token
     if credentials:
         return "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")

@@ -147,6 +147,8 @@ def test_sigterm_closes_the_sockets_and_exits_0(server, origin, procs):
     (["-p", "80", "-h", "ftp://x"], "--host=ftp://x: expected a server URL such as https://localtunnel.me"),
     (["-p", "80", "--bogus"], "unknown or repeated option or argument: --bogus"),
     (["-p", "80", "--local-https", "--local-ca", "/nonexistent"], "--local-cert/--local-key/--local-ca: cannot load"),
+    (["-p", "80", "--auth-token", "tök en"], "--auth-token: expected the server's token, printable ASCII without spaces"),
+    (["-p", "80", "-h", "http://localhost:port"], "--host=http://localhost:port: expected a server URL"),
 ])
 def test_bad_command_line_is_one_line_and_status_2(procs, argv, says):
     proc = procs([sys.executable, "lt_client.py", *argv])

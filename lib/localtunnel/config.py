@@ -87,6 +87,14 @@ def _text(text):
     return str(text).strip() or None
 
 
+def _token(text):
+    # Clients send it in an HTTP header, where only printable ASCII survives every client intact.
+    token = _text(text)
+    if token is not None and (not token.isascii() or not token.isprintable() or " " in token):
+        raise ValueError("expected printable ASCII without spaces")
+    return token
+
+
 # field -> (parser, flag); the variable is always LT_<FIELD>.
 FIELDS = {
     "port": (_port, "--port"),
@@ -108,7 +116,7 @@ FIELDS = {
     "max_tunnels_per_address": (_positive_int, "--max-tunnels-per-address"),
     "new_per_minute": (_positive_int, "--new-per-minute"),
     "check_client_address": (_boolean, "--check-client-address"),
-    "auth_token": (_text, "--auth-token"),
+    "auth_token": (_token, "--auth-token"),
     "trusted_proxies": (_addresses, "--trusted-proxies"),
 }
 
