@@ -36,11 +36,32 @@ def test_metrics_count_real_traffic(server):
     assert sample(text, "localtunnel_tunnels") == 1
     assert sample(text, "localtunnel_tunnel_sockets") == 3
     assert sample(text, "localtunnel_socket_wait_seconds_count") == 4
+    assert sample(text, "localtunnel_socket_wait_seconds_bucket", '{le="+Inf"}') == 4
     answer_bytes = len(b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\nGET /x HTTP/1.1")   # what ok_handler sends
     assert sample(text, "localtunnel_bytes_total", '{direction="out"}') == 4 * answer_bytes
     assert sample(text, "localtunnel_bytes_total", '{direction="in"}') > 0
     assert sample(text, "localtunnel_visitor_connections") >= 1     # this scrape's own connection
     client.close()
+
+
+def test_socket_wait_buckets_count_each_wait_at_or_below_their_bound():
+    from localtunnel.metrics import Metrics
+
+    class NoTunnels:
+        def __len__(self):
+            return 0
+
+        def total_sockets(self):
+            return 0
+
+    metrics = Metrics(NoTunnels())
+    for waited in (0.0, 0.001, 0.0011, 2.0, 99.0):
+        metrics.request(200, 0, 0, waited)
+    text = metrics.exposition().decode()
+    expected = {"0.0005": 1, "0.001": 2, "0.005": 3, "1.0": 3, "5.0": 4, "30.0": 4, "+Inf": 5}
+    for bound, count in expected.items():
+        assert sample(text, "localtunnel_socket_wait_seconds_bucket", '{le="%s"}' % bound) == count
+    assert sample(text, "localtunnel_socket_wait_seconds_sum") == 0.0 + 0.001 + 0.0011 + 2.0 + 99.0
 
 
 def test_a_tunnel_client_asking_for_the_name_metrics_still_gets_it(server):
