@@ -249,9 +249,13 @@ def test_stop_answers_and_closes_everything(make_server):
     info = new_tunnel(server.port)
     client = FakeClient(info, 2)
     helpers.wait_sockets(server.port, info["id"], 2)
+    idle_visitor = socket.create_connection(("127.0.0.1", server.port), timeout=2)
+    idle_visitor.sendall(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert status_of(idle_visitor.recv(65536)) == 200       # and now it idles, kept alive
     server.stop()
-    # The fake client's readers end when their sockets see EOF.
+    # The fake client's readers end when their sockets see EOF; so does the idle visitor.
     assert gevent.joinall(client.workers, timeout=2) and all(w.dead for w in client.workers)
+    assert helpers.read_all(idle_visitor) == b""
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.port), timeout=2)
     gevent.sleep(0)

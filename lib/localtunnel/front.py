@@ -8,6 +8,7 @@ import logging
 import socket
 import time
 
+from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from . import protocol, relay, wsgi
@@ -51,9 +52,10 @@ class Front:
         self.registry, self.app, self.settings = registry, app, settings
         self.deadlines, self.metrics = deadlines, metrics
         self._open = 0      # visitor connections being served
-        # Not a bounded gevent Pool: a full pool stops accepting, and visitors would wait in the
-        # kernel's backlog with no answer. Past the limit each one gets a 503 at once instead.
-        self._server = StreamServer((settings.address, settings.port), self._handle)
+        # An unbounded Pool, so stop() can end every visitor's greenlet. Not a bounded one: a full
+        # pool stops accepting, and visitors would wait in the kernel's backlog with no answer.
+        # Past --max-visitors each one gets a 503 at once instead (_handle).
+        self._server = StreamServer((settings.address, settings.port), self._handle, spawn=Pool())
 
     @property
     def port(self):
