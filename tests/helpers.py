@@ -103,6 +103,18 @@ def wait_sockets(server_port, name, count, timeout=10):
             gevent.sleep(0.05)
 
 
+def sockets_of(server, name):
+    """Tunnel `name`'s connected sockets on an in-process server; None once it is gone."""
+    tunnel = server.registry.get(name)
+    return tunnel.connected_sockets if tunnel else None
+
+
+def wait_until(predicate, timeout, what):
+    with gevent.Timeout(timeout, AssertionError("timed out waiting for " + what)):
+        while not predicate():
+            gevent.sleep(0.02)
+
+
 def visit(port, name, path="/", method="GET", session=None, **kwargs):
     """A visitor request to tunnel `name` through the front port at 127.0.0.1:`port`."""
     headers = {"Host": "%s.localhost:%d" % (name, port)}

@@ -10,7 +10,8 @@ import gevent
 import pytest
 
 import helpers
-from helpers import FakeClient, get_from, new_tunnel, raw_exchange, start_client, status_of, tunnel_name, visit
+from helpers import (FakeClient, get_from, new_tunnel, raw_exchange, sockets_of, start_client, status_of,
+                     tunnel_name, visit, wait_until)
 
 #: A whole exchange with the API: raw_exchange reads until the server closes.
 STATUS_REQUEST = b"GET /api/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -23,17 +24,6 @@ def create(server, path="/?new", source="127.0.0.1", headers=None):
 
 def basic(user, password):
     return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
-
-
-def wait_until(predicate, timeout, what):
-    with gevent.Timeout(timeout, AssertionError("timed out waiting for " + what)):
-        while not predicate():
-            gevent.sleep(0.02)
-
-
-def sockets_of(server, name):
-    tunnel = server.registry.get(name)
-    return tunnel.connected_sockets if tunnel else None
 
 
 def scripted_tunnel(server, count=1, handler=helpers.ok_handler):

@@ -8,18 +8,7 @@ import gevent
 import pytest
 
 import helpers
-from helpers import FakeClient, new_tunnel, visit
-
-
-def sockets_of(server, name):
-    tunnel = server.registry.get(name)
-    return tunnel.connected_sockets if tunnel else None
-
-
-def wait_until(predicate, timeout, what):
-    with gevent.Timeout(timeout, AssertionError("timed out waiting for " + what)):
-        while not predicate():
-            gevent.sleep(0.02)
+from helpers import FakeClient, new_tunnel, sockets_of, visit, wait_until
 
 
 def test_port_listens_before_the_api_answers(server):
