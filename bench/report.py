@@ -2,7 +2,7 @@
 hand-written record of what each change bought) is kept as it was."""
 import os
 
-from scenarios import CLIENTS, LABEL
+from scenarios import CLIENTS, FLOORS, LABEL
 
 NOTES = "<!-- Hand-written notes below this line are kept when the harness rewrites the file. -->"
 
@@ -15,6 +15,8 @@ TARGETS = {  # figure: (scenario key, field, comparison, bound, text)
 
 
 def _ratio(results, key, field, which):
+    if field == "rps" and "ratio" in results[key, which]:
+        return results[key, which]["ratio"]    # paired with direct in its own round
     direct = results[key, "direct"][field]
     return results[key, which][field] / direct if direct else float("nan")
 
@@ -69,7 +71,7 @@ def _ms(value):
     return "–" if value is None else "%.2f ms" % value
 
 
-def write(path, meta, results, memory, first, floor):
+def write(path, meta, results, memory, first):
     lines = [
         "# Benchmark results",
         "",
@@ -84,6 +86,7 @@ def write(path, meta, results, memory, first, floor):
         "", "## Every scenario", "",
         *scenario_table(results),
         "", "50 keep-alive visitor connections share each tunnel's 10 tunnel sockets in the keep-alive rows.",
+        *rounds_lines(results),
         "", "## Time from `?new` to the first proxied byte", "",
         "- server alone (harness does `?new`, opens one tunnel socket, answers one request): "
         "p50 %.2f ms, p99 %.2f ms" % (first["server"]["p50"], first["server"]["p99"]),
@@ -97,14 +100,64 @@ def write(path, meta, results, memory, first, floor):
                                         (memory["loaded"] - memory["idle"]) * 1024 / max(memory["sockets"], 1)),
               "- client RSS after the load: " + ", ".join(
                   "%s %.1f MB" % (("our client" if k == "python" else "npm lt"), v) for k, v in first["rss"].items()),
-              "", "## The floor of a gevent design", "",
-              "Two gevent processes that only splice bytes (no HTTP parsing, a connection per visitor "
-              "connection) in the same three-hop chain: %.0f req/s, p99 %.2f ms (%.3f × direct)."
-              % (floor["rps"], floor["p99"], floor["rps"] / results["keepalive", "direct"]["rps"]),
+              "", "## The floors of a gevent design", "",
+              *floor_lines(results),
               "", NOTES]
     lines.append(_old_notes(path))
     with open(path, "w") as out:
         out.write("\n".join(lines).rstrip() + "\n")
+
+
+def rounds_lines(results):
+    """The keep-alive rows are the median of several rounds; show every round, so the spread
+    the machine adds is in plain sight."""
+    first = results["keepalive", "direct"]
+    if "rounds" not in first:
+        return []
+    lines = ["The keep-alive rows are the median round of %d; in each round every path (and the two "
+             "floors below) ran back to back, and a ratio compares runs from the same round. Every "
+             "round:" % len(first["rounds"]), ""]
+    for which in ("direct",) + CLIENTS + FLOORS:
+        rounds = results["keepalive", which]["rounds"]
+        lines.append("- %s: %s" % (LABEL[which], "; ".join(
+            ("p99 %.2f ms" % p99) if which == "direct" else ("%.3f × (p99 %.2f ms)" % (ratio, p99))
+            for ratio, p99 in rounds)))
+    return [""] + lines
+
+
+def floor_lines(results):
+    """Two measuring sticks in the same three-hop chain, and the CPU every process on each path
+    spent per keep-alive request: where the time goes, in figures the harness takes itself."""
+    splice, http = results["keepalive", "splice"], results["keepalive", "http"]
+    lines = [
+        "Run in the keep-alive rounds above, beside the real paths:",
+        "",
+        "- any design: two gevent processes that only splice bytes (no HTTP parsing, a connection "
+        "per visitor connection; bench/splice_relay.py): %.0f req/s, p99 %.2f ms (%.3f × direct)."
+        % (splice["rps"], splice["p99"], splice["ratio"]),
+        "- this design: two gevent processes that do only the per-request work sharing tunnel "
+        "sockets requires (find where each request and response ends, borrow one of 10 shared "
+        "sockets per request; no routing, limits, errors or logs; bench/http_relay_floor.py): "
+        "%.0f req/s, p99 %.2f ms (%.3f × direct)." % (http["rps"], http["p99"], http["ratio"]),
+        "",
+        "CPU per 1 KiB keep-alive request, user + system, in microseconds (from /proc around each "
+        "wrk run of the median round; the server column is the process on the public port, the "
+        "client column the one next to nginx):",
+        "",
+        "| path | req/s | × direct | server | client | nginx |",
+        "|---|---|---|---|---|---|",
+    ]
+    for which in ("direct",) + CLIENTS + FLOORS:
+        result = results["keepalive", which]
+        cells = [_cpu_cell(result["cpu"].get(role)) for role in ("server", "client", "nginx")]
+        lines.append("| %s | %.0f | %.3f | %s |" % (LABEL[which], result["rps"], result["ratio"], " | ".join(cells)))
+    return lines
+
+
+def _cpu_cell(pair):
+    if pair is None:
+        return "–"
+    return "%.0f + %.0f = %.0f" % (pair[0], pair[1], pair[0] + pair[1])
 
 
 def _old_notes(path):

@@ -9,11 +9,16 @@ import statistics
 import sys
 import time
 
-from tools import MIB, NODE_LT, ORIGIN_JS, Proc, free_port, progress, rss_mb, run_wrk, start_nginx, wait_listening
+from tools import (MIB, NODE_LT, ORIGIN_JS, Proc, free_port, progress, rss_mb, run_wrk, run_wrk_cpu, start_nginx,
+                   wait_listening)
 
 PY = sys.executable
 CLIENTS = ("python", "node")
-LABEL = {"direct": "direct to nginx", "python": "our server + our client", "node": "our server + npm lt"}
+#: Measuring sticks run in the keep-alive rounds beside the real paths (see "floors" below).
+FLOORS = ("splice", "http")
+LABEL = {"direct": "direct to nginx", "python": "our server + our client", "node": "our server + npm lt",
+         "splice": "splice floor", "http": "HTTP-aware floor"}
+BENCH = os.path.dirname(os.path.abspath(__file__))
 
 
 def client_argv(kind, server_port, local_port, name):
@@ -69,6 +74,9 @@ class Rig:
                 proc.wait_for(r"your url is")
                 wait_sockets(self.port, name)
                 self.clients[kind, purpose] = proc
+        self.floors = {}    # which -> (port, {role: pid})
+        self._start_splice_floor()
+        self._start_http_floor()
 
     def _keep(self, pair):
         self.procs.append(pair[0])
@@ -80,9 +88,50 @@ class Rig:
 
     def target(self, which, purpose="web"):
         """(port, Host) that reaches nginx (or the WS origin) directly or through a tunnel."""
+        if which in FLOORS:
+            return self.floors[which][0], "127.0.0.1"
         if which == "direct":
             return (self.nginx_port if purpose == "web" else self.origin_port), "127.0.0.1"
         return self.port, "bench-%s-%s.localhost" % (which, purpose)
+
+    def processes(self, which):
+        """name -> pid of every process a request to `which` passes through, wrk aside."""
+        if which == "direct":
+            return {"nginx": self.nginx.pid}
+        if which in FLOORS:
+            return dict(self.floors[which][1], nginx=self.nginx.pid)
+        return {"server": self.server.pid, "client": self.clients[which, "web"].pid, "nginx": self.nginx.pid}
+
+    # The floors: two gevent processes in the same three-hop chain as our server and client,
+    # run in the same keep-alive rounds, so each round says how far we are from them.
+
+    def _start_splice_floor(self):
+        """Processes that only splice bytes (no HTTP parsing, one upstream connection per
+        visitor connection): what any design on gevent pays (bench/splice_relay.py)."""
+        inner_port, outer_port = free_port(), free_port()
+        relay = os.path.join(BENCH, "splice_relay.py")
+        inner = self._keep_proc(Proc("splice-inner", [PY, relay, str(inner_port), str(self.nginx_port)]))
+        outer = self._keep_proc(Proc("splice-outer", [PY, relay, str(outer_port), str(inner_port)]))
+        wait_listening(inner_port)
+        wait_listening(outer_port)
+        self.floors["splice"] = (outer_port, {"server": outer.pid, "client": inner.pid})
+
+    def _start_http_floor(self, sockets=10):
+        """Processes that do only the per-request work our design cannot skip (find each
+        message's end, borrow one of `sockets` shared tunnel sockets per request): the floor of
+        this design, as opposed to any design (bench/http_relay_floor.py)."""
+        front_port, tunnel_port = free_port(), free_port()
+        relay = os.path.join(BENCH, "http_relay_floor.py")
+        front = self._keep_proc(Proc("http-floor-front", [PY, relay, "front", str(front_port), str(tunnel_port)]))
+        # The front port opens after the tunnel port. Not a probe of the tunnel port itself:
+        # the floor would take the probe for a tunnel socket.
+        wait_listening(front_port)
+        back = self._keep_proc(Proc("http-floor-back", [PY, relay, "back", str(tunnel_port), str(self.nginx_port),
+                                                        str(sockets)]))
+        time.sleep(0.5)     # its tunnel sockets connect
+        if back.popen.poll() is not None:
+            raise RuntimeError("the HTTP-aware floor did not start; see %s" % back.log_path)
+        self.floors["http"] = (front_port, {"server": front.pid, "client": back.pid})
 
     def stop(self):
         for proc in reversed(self.procs):
@@ -92,8 +141,9 @@ class Rig:
 # --- throughput and latency ---------------------------------------------------------------------
 
 def keepalive(rig, which, seconds):
+    """The headline scenario, with the CPU each process on the path spent per request."""
     port, host = rig.target(which)
-    return run_wrk("http://127.0.0.1:%d/1k" % port, host, seconds, 50)
+    return run_wrk_cpu("http://127.0.0.1:%d/1k" % port, host, seconds, 50, rig.processes(which))
 
 
 def connection_close(rig, which, seconds):
@@ -264,21 +314,3 @@ def server_memory(tunnels=1000, per_tunnel=10):
 
 def client_memory(rig):
     return {kind: rss_mb(rig.clients[kind, "web"].pid) for kind in CLIENTS}
-
-
-# --- the floor of any gevent design ---------------------------------------------------------------
-
-def splice_floor(nginx_port, seconds):
-    """Two gevent processes that only splice bytes (no HTTP parsing, one upstream connection
-    per visitor connection), in the same three-hop chain: what any design on gevent pays."""
-    inner_port, outer_port = free_port(), free_port()
-    relay = os.path.join(os.path.dirname(os.path.abspath(__file__)), "splice_relay.py")
-    inner = Proc("splice-inner", [PY, relay, str(inner_port), str(nginx_port)])
-    outer = Proc("splice-outer", [PY, relay, str(outer_port), str(inner_port)])
-    try:
-        wait_listening(inner_port)
-        wait_listening(outer_port)
-        return run_wrk("http://127.0.0.1:%d/1k" % outer_port, "127.0.0.1", seconds, 50)
-    finally:
-        outer.stop()
-        inner.stop()

@@ -83,6 +83,44 @@ class Proc:
         self.log.close()
 
 
+def cpu_seconds(pid):
+    """(user, system) CPU seconds used so far by a process and its children that are still
+    running (nginx's master and its worker), from /proc."""
+    user = system = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for each in [pid] + _children(pid):
+        try:
+            with open("/proc/%d/stat" % each) as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue    # it ended between listing and reading
+        user += int(fields[11]) / tick
+        system += int(fields[12]) / tick
+    return user, system
+
+
+def _children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as listing:
+            found = [int(child) for child in listing.read().split()]
+    except OSError:
+        return []
+    return found + [grandchild for child in found for grandchild in _children(child)]
+
+
+def run_wrk_cpu(url, host, seconds, connections, pids):
+    """run_wrk, plus `cpu`: for each name in `pids` (name -> pid), the (user, system)
+    microseconds that process spent per request during the run."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result = run_wrk(url, host, seconds, connections)
+    count = max(result["requests"], 1)
+    result["cpu"] = {}
+    for name, pid in pids.items():
+        after = cpu_seconds(pid)
+        result["cpu"][name] = tuple((a - b) * 1e6 / count for a, b in zip(after, before[name]))
+    return result
+
+
 def rss_mb(pid):
     with open("/proc/%d/status" % pid) as status:
         for line in status:
