@@ -1,0 +1,73 @@
+"""The benchmark harness's own arithmetic: reading wrk's report and pairing keep-alive rounds.
+A mistake here would not crash the benchmark, it would print a wrong ratio (one did once)."""
+import os
+import re
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+
+import report  # noqa: E402
+import run  # noqa: E402
+import tools  # noqa: E402
+
+WRK_REPORT = """Running 10s test @ http://127.0.0.1:18080/1k
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     6.65ms    2.01ms  40.12ms   77.50%
+    Req/Sec     7.31k   401.22     8.01k    77.50%
+  Latency Distribution
+     50%    6.65ms
+     75%    7.40ms
+     90%    8.90ms
+     99%   12.13ms
+  72803 requests in 10.00s, 87.71MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 3
+Requests/sec:   7280.30
+Transfer/sec:      8.77MB
+"""
+
+
+def test_wrk_report_is_read_from_its_own_lines():
+    figures = tools._wrk_figures(WRK_REPORT)
+    assert figures["rps"] == 7280.30
+    assert figures["p50"] == 6.65      # not the 77.50% that ends the Req/Sec line
+    assert figures["p99"] == 12.13
+    assert figures["requests"] == 72803
+    assert figures["errors"] == 3 + 3
+    assert figures["mbps"] == 8.77
+
+
+def _round(direct, ours, npm, number):
+    return {("keepalive", "direct", number): {"rps": direct, "p99": 1.0},
+            ("keepalive", "python", number): {"rps": ours, "p99": 10.0 + number},
+            ("keepalive", "node", number): {"rps": npm, "p99": 8.0},
+            ("keepalive", "splice", number): {"rps": direct / 4, "p99": 5.0},
+            ("keepalive", "http", number): {"rps": direct / 5, "p99": 6.0}}
+
+
+def test_keepalive_ratios_pair_runs_from_the_same_round():
+    results = {}
+    # A slow spell in round 1 slows every path: paired, the ratio does not move.
+    assert run.KEEPALIVE_ROUNDS == 3
+    for number, speed in enumerate((1.0, 0.5, 1.0)):
+        results.update(_round(80000 * speed, 8000 * speed * (1 + number / 10), 12000 * speed, number))
+    merged = run.median_rounds(results)
+    assert set(merged) == {("keepalive", which) for which in ("direct", "python", "node", "splice", "http")}
+    ours = merged["keepalive", "python"]
+    assert [round(ratio, 3) for ratio, _ in ours["rounds"]] == [0.1, 0.11, 0.12]
+    assert round(ours["ratio"], 3) == 0.11 and ours["p99"] == 11.0    # the median round, whole
+    assert round(report._ratio(merged, "keepalive", "rps", "node"), 3) == 0.15
+    assert any("0.110 × (p99 11.00 ms)" in line for line in report.rounds_lines(merged))
+    assert merged["keepalive", "http"]["ratio"] == 0.2
+
+
+def test_python_path_measures_requests_that_are_really_proxied():
+    # A subprocess: the tool replaces lt_client.Local.get, which tests in this process use.
+    # It checks itself that each request comes back as the origin's response before timing it.
+    tool = os.path.join(os.path.dirname(run.__file__), "python_path.py")
+    done = subprocess.run([sys.executable, tool, "--requests", "200"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = dict(re.findall(r"^(server|client): ([\d.]+) us of Python per request$", done.stdout, re.M))
+    assert set(figures) == {"server", "client"} and all(0 < float(us) < 1000 for us in figures.values())
