@@ -112,8 +112,6 @@ def rounds_lines(results):
     """The keep-alive rows are the median of several rounds; show every round, so the spread
     the machine adds is in plain sight."""
     first = results["keepalive", "direct"]
-    if "rounds" not in first:
-        return []
     lines = ["The keep-alive rows are the median round of %d; in each round every path (and the two "
              "floors below) ran back to back, and a ratio compares runs from the same round. Every "
              "round:" % len(first["rounds"]), ""]

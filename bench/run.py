@@ -1,8 +1,8 @@
 """The benchmark harness: `make bench` (or `.venv/bin/python bench/run.py`).
 
 Runs, in one invocation and side by side, direct to nginx, our server + our client, and our
-server + the npm `lt` client (and, for the keep-alive scenario, two floors: what gevent
-processes that do the least work cost), then writes bench/RESULTS.md. Installs wrk and nginx from Debian
+server + the npm `lt` client (and, for the keep-alive scenario, two floors: what gevent processes
+that do the least work cost), then writes bench/RESULTS.md. Installs wrk and nginx from Debian
 when they are missing. A progress line on stderr says what it is doing.
 """
 from gevent import monkey
@@ -23,8 +23,6 @@ import tools  # noqa: E402
 TARGETS = ("direct",) + sc.CLIENTS
 #: The keep-alive rounds also run the floors, so each is compared with direct seconds apart.
 ROUND_PATHS = TARGETS + sc.FLOORS
-
-
 #: The keep-alive scenario runs this many times for every path, the paths back to back in each
 #: round: this machine's speed drifts by a quarter within a minute, so a ratio is only
 #: trustworthy between runs seconds apart, and one round can land on a slow spell.

@@ -14,7 +14,7 @@ from tools import (MIB, NODE_LT, ORIGIN_JS, Proc, free_port, progress, rss_mb, r
 
 PY = sys.executable
 CLIENTS = ("python", "node")
-#: Measuring sticks run in the keep-alive rounds beside the real paths (see "floors" below).
+#: Measuring sticks run in the keep-alive rounds beside the real paths (see Rig's floors).
 FLOORS = ("splice", "http")
 LABEL = {"direct": "direct to nginx", "python": "our server + our client", "node": "our server + npm lt",
          "splice": "splice floor", "http": "HTTP-aware floor"}
