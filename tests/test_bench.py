@@ -1,5 +1,6 @@
-"""The benchmark harness's own arithmetic: reading wrk's report and pairing keep-alive rounds.
-A mistake here would not crash the benchmark, it would print a wrong ratio (one did once)."""
+"""The benchmark harness's own arithmetic (reading wrk's report, pairing keep-alive rounds) and
+bench/python_path.py measuring a path that really proxies. A mistake here would not crash the
+benchmark, it would print a wrong figure (one did once)."""
 import os
 import re
 import subprocess
