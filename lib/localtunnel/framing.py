@@ -12,8 +12,14 @@ from .http11 import HttpError
 MAX_LINE = 8192
 #: Trailers are rare and small; bound them like a head.
 MAX_TRAILERS = 16384
+#: Lines (chunk sizes, chunk ends, trailers) one feed() call handles before it returns, so a
+#: body of a million 1-byte chunks is parsed in slices and the copier yields between them.
+LINES_PER_FEED = 512
 
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# What may follow a chunk size: extensions (`;name=value`), no control byte but HTAB.
+_EXTENSION = re.compile(rb"[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?")
+_TRAILER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*")
 
 
 def _content_length(head, status):
@@ -42,7 +48,9 @@ def request_framer(req):
     chunked = _is_chunked(req, 400)
     length = _content_length(req, 400)
     if chunked is not None:
-        if length is not None or not chunked:
+        # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing (an HTTP/1.0 origin
+        # would read the chunks as something else).
+        if length is not None or not chunked or req.version == b"HTTP/1.0":
             raise HttpError(400, "ambiguous request framing (Transfer-Encoding)")
         return Chunked(400)
     return Fixed(length or 0)
@@ -54,6 +62,8 @@ def response_framer(method, resp):
     if method == b"HEAD" or status < 200 or status in (204, 304):
         return Fixed(0)
     chunked = _is_chunked(resp, 502)
+    if chunked is not None and resp.version == b"HTTP/1.0":
+        return UntilClose()     # faulty framing (RFC 9112 6.1): only the close can end it
     if chunked:
         return Chunked(502)
     if chunked is None:
@@ -115,7 +125,9 @@ class Chunked:
         return self._state == _DONE
 
     def feed(self, data):
-        pos, end = 0, len(data)
+        """Like Fixed.feed; may also stop short of a done body after LINES_PER_FEED lines (the
+        caller feeds the rest next, after letting other greenlets run)."""
+        pos, end, lines = 0, len(data), 0
         while pos < end and self._state != _DONE:
             if self._state == _DATA:
                 take = min(self._remaining, end - pos)
@@ -124,14 +136,21 @@ class Chunked:
                 if not self._remaining:
                     self._state = _DATA_END
                 continue
-            newline = data.find(b"\n", pos, pos + MAX_LINE + 1)
+            if lines == LINES_PER_FEED:
+                return pos
+            lines += 1
+            newline = data.find(b"\n", pos, pos + MAX_LINE + 1 - len(self._line))
             if newline < 0:
                 self._take_partial(data[pos:end])
                 return end
             line = self._line + data[pos:newline]
             self._line = b""
             pos = newline + 1
-            self._on_line(line[:-1] if line.endswith(b"\r") else line)
+            if not line.endswith(b"\r"):
+                # Node refuses a bare LF here too: an origin that ends lines only at CRLF would
+                # read what follows as another request, and answer it to the next visitor.
+                raise HttpError(self.status, "chunked body line not ended by CRLF")
+            self._on_line(line[:-1])
         return pos
 
     def _take_partial(self, piece):
@@ -141,11 +160,7 @@ class Chunked:
 
     def _on_line(self, line):
         if self._state == _SIZE:
-            size = line.split(b";", 1)[0].strip(b" \t")
-            if not _HEX.fullmatch(size):
-                raise HttpError(self.status, "malformed chunk size")
-            self._remaining = int(size, 16)
-            self._state = _DATA if self._remaining else _TRAILER
+            self._on_size(line)
         elif self._state == _DATA_END:
             if line:
                 raise HttpError(self.status, "chunk data longer than its size")
@@ -154,5 +169,12 @@ class Chunked:
             self._state = _DONE
         else:
             self._trailer_bytes += len(line)
-            if self._trailer_bytes > MAX_TRAILERS:
-                raise HttpError(self.status, "chunked trailers too large")
+            if self._trailer_bytes > MAX_TRAILERS or not _TRAILER_LINE.fullmatch(line):
+                raise HttpError(self.status, "malformed or oversized chunked trailers")
+
+    def _on_size(self, line):
+        size = _HEX.match(line)
+        if size is None or not _EXTENSION.fullmatch(line, size.end()):
+            raise HttpError(self.status, "malformed chunk size")
+        self._remaining = int(size.group(), 16)
+        self._state = _DATA if self._remaining else _TRAILER

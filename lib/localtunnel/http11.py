@@ -8,6 +8,11 @@ Nothing here touches a socket, so every function can be fed a head whole or in p
 import re
 
 HEAD_END = b"\r\n\r\n"
+#: Header lines a request head may have (431 past it). Real requests have a few dozen; thousands
+#: of empty ones fit in the byte limit and cost milliseconds of CPU each to parse.
+MAX_REQUEST_FIELDS = 100
+#: The same for a response from a tunnel (502 past it); responses carry more, e.g. Set-Cookie.
+MAX_RESPONSE_FIELDS = 256
 
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -86,18 +91,23 @@ def find_head_end(buf, start=0):
     return -1 if at < 0 else at + 4
 
 
-# Every header line at once, in one C-level pass: `name:value`, the name a token, no NUL. It
-# refuses obs-fold (a line starting with whitespace) and "Name : value" too.
-_FIELD_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n\0]*\r\n)*")
+# Every header line at once, in one C-level pass: `name:value`, the name a token, the value free
+# of control bytes but HTAB (NUL, ESC, a bare CR or LF: what smuggles or reaches a terminal raw).
+# It refuses obs-fold (a line starting with whitespace) and "Name : value" too.
+_FIELD_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
 
 
-def _split_head(head, status):
+def _split_head(head, status, max_fields, too_many):
     """(start line, header lines) of a head, after checking every header line's form."""
     text = head.rstrip(b"\r\n")
     start, _, block = text.partition(b"\r\n")
-    if block and not _FIELD_BLOCK.fullmatch(block + b"\r\n"):
+    if not block:
+        return start, []
+    if block.count(b"\n") >= max_fields:    # counted in C before any per-line work
+        raise HttpError(too_many, "more than %d header lines" % max_fields)
+    if not _FIELD_BLOCK.fullmatch(block + b"\r\n"):
         raise HttpError(status, "malformed header line")
-    return start, block.split(b"\r\n") if block else []
+    return start, block.split(b"\r\n")
 
 
 def _parse_fields(lines):
@@ -110,7 +120,7 @@ def _parse_fields(lines):
 
 def parse_request_head(head):
     """Parse a request head (ending in the blank line or not). Raises HttpError(400)."""
-    start, lines = _split_head(head, 400)
+    start, lines = _split_head(head, 400, MAX_REQUEST_FIELDS, 431)
     parts = start.split(b" ")
     if len(parts) != 3:
         raise HttpError(400, "malformed request line")
@@ -124,7 +134,7 @@ def parse_request_head(head):
 
 def parse_response_head(head):
     """Parse a response head from a tunnel. Raises HttpError(502): the tunnel is at fault."""
-    start, lines = _split_head(head, 502)
+    start, lines = _split_head(head, 502, MAX_RESPONSE_FIELDS, 502)
     parts = start.split(b" ", 2)
     if len(parts) < 2 or not _VERSION.fullmatch(parts[0]):
         raise HttpError(502, "the tunnel sent something that is not an HTTP response")
@@ -134,13 +144,25 @@ def parse_response_head(head):
     return Response((parts[0], int(parts[1]), reason), lines, _parse_fields(lines))
 
 
+def _authority(req):
+    """The authority of an absolute-form target (`GET http://h:8/p`), or None for origin-form."""
+    if not req.target.startswith((b"http://", b"https://")):
+        return None
+    authority = req.target.split(b"/", 3)[2]
+    if not authority or b"@" in authority:
+        raise HttpError(400, "malformed absolute-form request target")
+    return authority
+
+
 def request_host(req):
-    """The Host a request is for: its Host header, or the authority of an absolute-form target."""
+    """The Host a request is for: the authority of an absolute-form target, which wins over any
+    Host header (RFC 9112 3.2.2), else its Host header."""
     hosts = req.fields.get(b"host", ())
     if len(hosts) > 1:
         raise HttpError(400, "more than one Host header")
-    if req.target.startswith((b"http://", b"https://")):
-        return req.target.split(b"/", 3)[2].decode("latin-1")
+    authority = _authority(req)
+    if authority is not None:
+        return authority.decode("latin-1")
     return hosts[0].decode("latin-1") if hosts else None
 
 
@@ -152,15 +174,22 @@ def origin_form(req):
     return req.target
 
 
-def forward_request_head(req, extra_lines=(), keep_upgrade=True, drop=frozenset()):
+def forward_request_head(req, extra_lines=(), drop=frozenset()):
     """The request head to send on, ending in the blank line.
 
     Connection and its friends are hop-by-hop: they describe the visitor's connection, not the
     tunnel socket, so they are dropped (a visitor's `Connection: close` must not make the local
     service close a shared tunnel socket). An Upgrade keeps them: the origin needs to see it.
+    An absolute-form target goes on in origin-form with the Host it named: we routed by that
+    authority, so the origin must not see another Host (a poisoned password-reset link).
     Headers whose lowercase names are in `drop` are left out; `extra_lines` are appended."""
-    keep_hop = keep_upgrade and req.is_upgrade
-    out = [b" ".join(req.start)]
+    keep_hop = req.is_upgrade
+    method, target, version = req.start
+    authority = _authority(req)
+    out = [b" ".join((method, origin_form(req) if authority is not None else target, version))]
+    if authority is not None:
+        out.append(b"Host: " + authority)
+        drop = drop | {b"host"}
     for line in req.lines:
         name = line.split(b":", 1)[0].lower()
         if name in drop or (name in _HOP_BY_HOP and not keep_hop):

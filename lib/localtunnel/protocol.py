@@ -79,15 +79,25 @@ def _is_ip(name):
     return True
 
 
-# Hosts repeat request after request; the answer depends on nothing else. Bounded, because the
-# Host header is whatever a visitor sends.
-@functools.lru_cache(maxsize=4096)
+#: The longest DNS name. A longer Host names no tunnel, and is not worth remembering.
+MAX_HOSTNAME = 253
+
+
 def tunnel_id_for_host(host, domain=None):
     """The tunnel id a Host header names, or None when it is for the API (A3).
 
     With a domain: whatever stands left of `.domain`. Without: the first label of a host that
     has more labels than its registrable domain; `x.localhost` counts, so browser demos work."""
     name, _ = split_host(host)
+    if len(name) > MAX_HOSTNAME:
+        return _tunnel_id_for_name.__wrapped__(name, domain)
+    return _tunnel_id_for_name(name, domain)
+
+
+# Names repeat request after request; the answer depends on nothing else. Keyed by the normal
+# name, not the raw Host (a visitor can vary case, port and padding endlessly), and bounded.
+@functools.lru_cache(maxsize=4096)
+def _tunnel_id_for_name(name, domain):
     if not name or _is_ip(name):
         return None
     if domain:
