@@ -8,6 +8,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 
 import gevent
 import requests
@@ -260,3 +261,27 @@ class FakeClient:
             worker.kill()
         for sock in self.socks:
             sock.close()
+
+
+def start_server_process(start, *flags):
+    """`python lt_server.py` on an OS-chosen port as a real process; returns its public port.
+
+    Attacks are measured against a server in its own process: in the test's process an attacker
+    and the server would share one event loop, and the attacker's own waits would hide a stall."""
+    proc = start([sys.executable, "lt_server.py", "--port", "0", "--address", "127.0.0.1", "-d", "localhost",
+                  *flags])
+    return int(proc.wait_for(r"listening on 127\.0\.0\.1:(\d+)", 15).group(1))
+
+
+def timed_visits(port, name, seconds, path="/"):
+    """Sequential keep-alive GETs to tunnel `name` for `seconds`; returns each one's latency."""
+    latencies = []
+    session = requests.Session()
+    stop_at = time.monotonic() + seconds
+    with session:
+        while time.monotonic() < stop_at:
+            started = time.monotonic()
+            answer = visit(port, name, path, session=session, timeout=10)
+            latencies.append(time.monotonic() - started)
+            assert answer.status_code == 200, answer.text
+    return latencies

@@ -183,10 +183,12 @@ def test_http_1_0_visitor_is_served_and_the_tunnel_socket_kept(echo_tunnel, serv
     assert seen.startswith(b"GET /old HTTP/1.0\r\n") and b"Connection: keep-alive\r\n" in seen
 
 
-def test_absolute_form_target_routes_by_its_authority(echo_tunnel, server):
+def test_absolute_form_target_routes_by_its_authority_and_arrives_in_origin_form(echo_tunnel, server):
+    # The Host a sender adds must not reach the origin beside the authority we routed by.
     seen = head_seen_by_tunnel(server, echo_tunnel, b"GET http://%s.localhost/abs HTTP/1.1\r\n"
-                               b"Host: %s.localhost\r\nConnection: close\r\n\r\n" % ((echo_tunnel.encode(),) * 2))
-    assert seen.startswith(b"GET http://%s.localhost/abs HTTP/1.1" % echo_tunnel.encode())
+                               b"Host: evil.example\r\nConnection: close\r\n\r\n" % echo_tunnel.encode())
+    assert seen.startswith(b"GET /abs HTTP/1.1\r\nHost: %s.localhost\r\n" % echo_tunnel.encode())
+    assert b"evil.example" not in seen
 
 
 def test_pipelined_requests_are_answered_in_order(echo_tunnel, server):

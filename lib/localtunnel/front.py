@@ -93,6 +93,10 @@ class Front:
                 if req is None or not self._serve(visitor, req, ip):
                     return
                 wait = self.settings.keepalive_timeout
+                if visitor.buf:
+                    # Pipelined requests are served without waiting on the socket: let others
+                    # run between them, or thousands sent at once hold the whole process.
+                    relay.yield_to_others()
         except HttpError as exc:
             self._send_error(sock, exc.status, "bad-request", _bad_request_message(exc))
         except Failed as exc:
@@ -134,6 +138,8 @@ class Front:
                         if not data:
                             return None
                         visitor.buf = data.lstrip(b"\r\n")
+                        if not visitor.buf:
+                            relay.yield_to_others()     # a flood of blank lines moves no request
             except _IdleTimeout:
                 return None
         if find_head_end(visitor.buf) > 0:      # the common case: the whole head in one recv

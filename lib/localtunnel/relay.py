@@ -11,6 +11,7 @@ import time
 
 import gevent
 import gevent.socket
+from gevent.hub import Waiter
 
 from .http11 import HttpError, find_head_end
 
@@ -23,6 +24,13 @@ LINGER = 5.0
 BUFSIZE = 65536
 #: Bodies this small travel in the same send as their head: one syscall, one TCP segment.
 COALESCE = 16384
+#: Bytes a copy loop moves before it lets every other greenlet run. gevent's recv and send return
+#: at once while data and buffer room are there, so a loop that only moves bytes never blocks:
+#: without this one fast sender held the whole process for as long as it kept sending.
+YIELD_EVERY = 262144
+#: The longest a loop that yields waits for the event loop to go idle before it moves on anyway,
+#: so a bulk transfer still progresses while other traffic keeps the loop busy.
+YIELD_WAIT = 0.005
 
 #: The disconnects that are a peer's right, not our error: never logged as failures.
 EXPECTED_DISCONNECTS = frozenset((
@@ -68,6 +76,25 @@ def peek_is_stale(sock):
     except OSError:
         return True
     return True
+
+
+def yield_to_others():
+    """Let every greenlet with I/O ready run, then come back.
+
+    gevent.sleep(0) is not enough: it only queues a callback, and a greenlet that keeps sleeping
+    0 runs again before the loop polls for I/O (for up to 50 callbacks, then the switch
+    interval). An idle watcher fires only once the loop has polled and found nothing pending; the
+    timer bounds the wait when other traffic never lets the loop go idle."""
+    hub = gevent.get_hub()
+    waiter = Waiter(hub)
+    idle, timer = hub.loop.idle(), hub.loop.timer(YIELD_WAIT)
+    idle.start(waiter.switch, None)
+    timer.start(waiter.switch, None)
+    try:
+        waiter.get()
+    finally:
+        idle.close()
+        timer.close()
 
 
 class Closed(Exception):
@@ -122,7 +149,7 @@ def copy_body(src, framer, dst, prefix=b"", bound=None):
     close-delimited body: at EOF), not when `src` closed first. Bytes past the body are left in
     `src` for the next message. `bound()`, when given, is entered around every read that may
     wait: a peer that goes silent mid-body must not hold the other side for ever."""
-    out, sent = prefix, len(prefix)
+    out, sent, moved = prefix, len(prefix), 0
     while not framer.done:
         if bound is None or src.buf:
             data = src.recv()
@@ -137,13 +164,19 @@ def copy_body(src, framer, dst, prefix=b"", bound=None):
         if used < len(data):
             src.unread(data[used:])
             data = data[:used]
+            if not framer.done:
+                moved = YIELD_EVERY     # the framer stopped for breath: a flood of tiny chunks
         sent += len(data)
+        moved += len(data)
         if out and len(data) <= COALESCE:
             data, out = out + data, b""
         elif out:
             send_all(dst, out)
             out = b""
         send_all(dst, data)
+        if moved >= YIELD_EVERY:
+            yield_to_others()
+            moved = 0
     if out:
         send_all(dst, out)
     return True, sent
@@ -160,6 +193,7 @@ class _Activity:
 def _pump(src, dst, activity):
     """One direction of a splice. EOF half-closes the other side instead of tearing it down,
     so a peer that finished sending can still receive (sshuttle, mitmproxy do the same)."""
+    moved = 0
     try:
         while True:
             data = src.recv()
@@ -167,6 +201,10 @@ def _pump(src, dst, activity):
                 break
             activity.last = time.monotonic()
             send_all(dst, data)
+            moved += len(data)
+            if moved >= YIELD_EVERY:
+                yield_to_others()
+                moved = 0
     except OSError as exc:
         if not is_expected_disconnect(exc):
             log.warning("splice: %s", exc)
