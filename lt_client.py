@@ -80,9 +80,6 @@ CONNECT_TIMEOUT = 10
 BACKOFF_FIRST, BACKOFF_LAST = 0.5, 30.0
 #: The longest a server's Retry-After makes us wait; past it a typo'd header would stall us.
 RETRY_AFTER_MAX = 300.0
-#: A local connection idle longer than this is checked for a close by the service before reuse
-#: (a bodiless request that meets one anyway is sent again on a fresh connection).
-LOCAL_PEEK_AFTER = 0.05
 #: A tunnel socket that lived this long without serving anything still counts as healthy.
 HEALTHY_SOCKET_AGE = 5.0
 
@@ -183,23 +180,20 @@ class Local:
     def __init__(self, options):
         self.options = options
         self.reader = None
-        self.last_used = 0.0
 
     def get(self):
         """(Reader, reused?) for the next request; raises LocalDown."""
-        now = time.monotonic()
-        if self.reader is not None and not self._maybe_stale(now):
-            self.last_used = now
+        if self.reader is not None and not self._maybe_stale():
             return self.reader, True
         self.close()
         self.reader = relay.Reader(self._connect())
-        self.last_used = now
         return self.reader, False
 
-    def _maybe_stale(self, now):
-        # Only a connection that sat idle can have been closed by the service's idle timeout;
-        # under load every connection is busy, and the peek would cost a syscall per request.
-        return now - self.last_used > LOCAL_PEEK_AFTER and relay.peek_is_stale(self.reader.sock)
+    def _maybe_stale(self):
+        # Any byte waiting here is not an answer to the request we are about to send: the rest
+        # of an earlier response, or an answer to a body the service read as a request. Reusing
+        # the connection would hand it to the next visitor. A close (EOF) is caught too.
+        return bool(self.reader.buf) or relay.peek_is_stale(self.reader.sock)
 
     def _connect(self):
         host, port = self.options.local_host, self.options.port
@@ -258,7 +252,7 @@ def exchange(remote, local, req, head, framer, options):
             local.close()
             remote.sock.sendall(error_page(options, 504, "local-timeout", "no answer within %g s" % Limits.response_timeout))
             return 504, False
-        if not (outcome.in_sync and outcome.response.keep_alive):
+        if not outcome.dst_reusable:
             local.close()   # the next request on this tunnel socket opens a fresh one
         return outcome.response.status, outcome.in_sync
 

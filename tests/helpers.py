@@ -263,6 +263,13 @@ class FakeClient:
             sock.close()
 
 
+def free_port():
+    """A loopback port free right now, for a process that must be told its port up front."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def start_server_process(start, *flags):
     """`python lt_server.py` on an OS-chosen port as a real process; returns its public port.
 

@@ -19,12 +19,6 @@ from helpers import our_client_argv, start_client, tunnel_name, visit, wait_sock
 pytestmark = pytest.mark.node
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_origin(procs, port=0, keepalive_ms=None):
     argv = ["node", os.path.join(helpers.ROOT, "tests", "node", "origin.js"), str(port)]
     proc = procs(argv + ([str(keepalive_ms)] if keepalive_ms else []))
@@ -57,7 +51,7 @@ def test_print_requests_prints_time_method_path_status_duration(server, origin, 
 
 @pytest.mark.deadline(40)
 def test_local_service_down_or_stopped_is_a_502_naming_it_then_recovers(server, procs):
-    local_port = free_port()
+    local_port = helpers.free_port()
     _, url = start_client("python", procs, server.port, local_port)
     name = tunnel_name(url)
     wait_sockets(server.port, name, 10)
@@ -112,7 +106,7 @@ def test_a_websocket_whose_visitor_vanishes_gives_its_tunnel_socket_back(make_se
 
 @pytest.mark.deadline(60)
 def test_server_killed_and_restarted_on_the_same_port_serves_the_same_url(procs, origin):
-    port = free_port()
+    port = helpers.free_port()
     server_argv = [sys.executable, "lt_server.py", "-p", str(port), "--address", "127.0.0.1", "-d", "localhost"]
     server = procs(server_argv)
     server.wait_for(r"listening on", 15)

@@ -48,7 +48,7 @@ def test_nginx_config_passes_nginx_t(tmp_path, cert):
 
 def nginx_in_front(tmp_path, cert, upstream_port, procs):
     """The deploy config, as is but for ports and names: HTTPS on a free loopback port."""
-    https_port, http_port = free_port(), free_port()
+    https_port, http_port = helpers.free_port(), helpers.free_port()
     body = read("nginx", "localtunnel.conf")
     body = body.replace("listen [::]:80;", "").replace("listen [::]:443 ssl;", "")
     body = body.replace("listen 80;", "listen 127.0.0.1:%d;" % http_port)
@@ -59,12 +59,6 @@ def nginx_in_front(tmp_path, cert, upstream_port, procs):
     procs(["nginx", "-c", main, "-p", str(tmp_path), "-g", "daemon off;"])
     wait_port(https_port)
     return https_port, http_port
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_port(port):

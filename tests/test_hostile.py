@@ -3,11 +3,15 @@ floods that must not freeze other visitors, leftover bytes that must never reach
 visitor, and cheap connections that must not lock a tunnel."""
 import socket
 import statistics
+import sys
 
 import gevent
 import pytest
+import requests
+from gevent.server import StreamServer
 
 import helpers
+from localtunnel import relay
 from helpers import FakeClient, new_tunnel, read_request_head, start_server_process, timed_visits
 
 #: How long a victim measures while an attack runs.
@@ -101,3 +105,151 @@ def test_thousands_of_pipelined_api_requests_do_not_freeze_other_visitors(victim
 
     with sock:
         assert_victim_unaffected(port, name, attack)
+
+
+# --- no visitor ever gets another's response ------------------------------------------------------
+
+def own_responses(port, name, paths, concurrency=1):
+    """Visit every path (keep-alive, `concurrency` at a time); return those whose answer was not
+    the page for that path (each origin below answers with the path it was asked for)."""
+    wrong = []
+
+    def worker(mine):
+        with requests.Session() as session:
+            for path in mine:
+                answer = helpers.visit(port, name, path, session=session, timeout=10)
+                if answer.text != path:
+                    wrong.append((path, answer.status_code, answer.text[:80]))
+
+    gevent.joinall([gevent.spawn(worker, paths[i::concurrency]) for i in range(concurrency)], raise_error=True)
+    return wrong
+
+
+@pytest.fixture
+def static_site(procs, tmp_path):
+    """Python's own http.server speaking HTTP/1.1 (keep-alive, and it ignores GET bodies) over a
+    folder where /pN.html says "/pN.html"; its port."""
+    for i in range(40):
+        (tmp_path / ("p%d.html" % i)).write_text("/p%d.html" % i)
+    (tmp_path / "attacker.html").write_text("the attacker's page")
+    port = helpers.free_port()
+    proc = procs([sys.executable, "-m", "http.server", "-p", "HTTP/1.1", "-b", "127.0.0.1", "-d",
+                  str(tmp_path), str(port)])
+    proc.wait_for(r"Serving HTTP", 10)
+    return port
+
+
+SMUGGLE = b"GET /attacker.html HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.node
+@pytest.mark.deadline(60)
+@pytest.mark.parametrize("kind", ["python", "node"])
+def test_a_get_body_read_as_a_request_by_the_origin_never_answers_another_visitor(procs, static_site, kind):
+    # The origin answers /p0.html, then reads the body as a request for /attacker.html and
+    # answers that too, on the same connection. That answer must never reach anyone.
+    port = start_server_process(procs)
+    _, url = helpers.start_client(kind, procs, port, static_site)
+    name = helpers.tunnel_name(url)
+    helpers.wait_sockets(port, name, 10)
+
+    def attack():
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"GET /p0.html HTTP/1.1\r\nHost: %s.localhost\r\nContent-Length: %d\r\n"
+                             b"Connection: close\r\n\r\n%s" % (name.encode(), len(SMUGGLE), SMUGGLE))
+                assert helpers.read_all(sock).endswith(b"\r\n\r\n/p0.html")
+
+    # Visitors arrive while the attack runs, so sockets go straight from one to the next.
+    attacker = gevent.spawn(attack)
+    wrong = own_responses(port, name, ["/p%d.html" % (i % 39 + 1) for i in range(200)], concurrency=8)
+    attacker.get()
+    assert wrong == []
+
+
+def hostile_origin(extra):
+    """An origin that answers each request with its path followed, in the same write, by
+    `extra(path)`: bytes no request asked for (a wrong Content-Length does this). Returns
+    (server, port).
+
+    Bytes that come later, after the connection already carries the next request, cannot be told
+    from that request's answer by any HTTP/1.1 proxy (Node's agent included); only the origin's
+    owner can send them, and its visitors are its own. What a visitor can make an origin send is
+    covered by the smuggling test above."""
+    def handle(sock, _addr):
+        reader = relay.Reader(sock)
+        try:
+            while True:
+                head = reader.read_head(65536)
+                if not head:
+                    return
+                path = head.split(b" ", 2)[1]
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s%s" % (len(path), path, extra(path)))
+        except OSError:
+            return
+
+    server = StreamServer(("127.0.0.1", 0), handle)
+    server.start()
+    return server, server.server_port
+
+
+EXTRAS = {
+    # a whole forged response
+    "forged-response": lambda path: b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSTOLEN",
+    # the rest of a body longer than its Content-Length said
+    "longer-body": lambda path: b"rest of a body that was longer than declared",
+    # a 101 to a request that asked for no upgrade, and then another protocol's bytes
+    "unasked-101": lambda path: b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n\x81\x05hello",
+}
+
+
+@pytest.mark.node
+@pytest.mark.deadline(60)
+@pytest.mark.parametrize("extra", sorted(EXTRAS))
+@pytest.mark.parametrize("kind", ["python", "node"])
+def test_bytes_an_origin_sends_past_its_response_never_reach_another_visitor(procs, kind, extra):
+    origin, origin_port = hostile_origin(EXTRAS[extra])
+    try:
+        port = start_server_process(procs)
+        _, url = helpers.start_client(kind, procs, port, origin_port)
+        name = helpers.tunnel_name(url)
+        helpers.wait_sockets(port, name, 10)
+        paths = ["/v%d" % i for i in range(120)]
+        wrong = own_responses(port, name, paths, concurrency=6)
+        # A visitor may get an error page when its socket was retired under it; never another's page.
+        assert [w for w in wrong if w[1] == 200] == []
+        assert len(wrong) <= len(paths) // 10, wrong
+    finally:
+        origin.stop()
+
+
+@pytest.mark.deadline(30)
+def test_a_tunnel_socket_with_bytes_left_over_is_never_handed_to_a_waiting_visitor(procs):
+    # One tunnel socket, many visitors: every response is handed straight to a waiting visitor.
+    port = start_server_process(procs)
+    info = new_tunnel(port)
+
+    def answer_and_leave_more(sock, head):
+        path = head.split(b" ", 2)[1]
+        response = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path)
+        sock.sendall(response + b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSTOLEN")
+
+    # Like a real client, open a replacement whenever the server retires the socket.
+    client = gevent.spawn(keep_one_socket_open, info, answer_and_leave_more)
+    try:
+        helpers.wait_sockets(port, info["id"], 1)
+        wrong = own_responses(port, info["id"], ["/w%d" % i for i in range(30)], concurrency=5)
+    finally:
+        client.kill()
+    assert [w for w in wrong if w[1] == 200] == []
+    assert len(wrong) <= 3, wrong
+
+
+def keep_one_socket_open(info, handler):
+    while True:
+        client = FakeClient(info, count=1, handler=handler)
+        try:
+            gevent.joinall(client.workers)
+        finally:
+            client.close()
+

@@ -51,10 +51,9 @@ def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines):
             tunnel.drop(ts)     # state unknown: never hand it to another visitor
             _raise_as_failed(tunnel, settings, exc)
             raise
-        reusable = outcome.in_sync and outcome.response.keep_alive
-        (tunnel.release if reusable else tunnel.drop)(ts)
+        (tunnel.release if outcome.dst_reusable else tunnel.drop)(ts)
         outcome.waited = waited
-        return reusable and req.keep_alive, outcome
+        return outcome.in_sync and outcome.response.keep_alive and req.keep_alive, outcome
 
 
 def _checkout(tunnel, settings):

@@ -34,12 +34,18 @@ class _Stalled(Exception):
     """A body stopped moving for longer than the response bound: the peer is gone or stuck."""
 
 
-class Outcome:
-    __slots__ = ("response", "in_sync", "upgraded", "bytes_in", "bytes_out", "waited")
+#: Methods whose request body origins commonly never read (no semantics in RFC 9110). An origin
+#: that leaves a body unread reads it as the next request, and answers it to the next visitor.
+_BODY_OFTEN_IGNORED = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE", b"CONNECT"))
 
-    def __init__(self, response, in_sync, upgraded=False, bytes_in=0, bytes_out=0):
+
+class Outcome:
+    __slots__ = ("response", "in_sync", "dst_reusable", "upgraded", "bytes_in", "bytes_out", "waited")
+
+    def __init__(self, response, in_sync, upgraded=False, bytes_in=0, bytes_out=0, dst_reusable=False):
         self.response = response
         self.in_sync = in_sync      # both sides are at a message boundary
+        self.dst_reusable = dst_reusable    # dst may carry another request: nothing unread on it
         self.upgraded = upgraded    # a 101 was spliced to its end; neither side is reusable
         self.bytes_in = bytes_in    # request bytes sent to dst, head included
         self.bytes_out = bytes_out  # response bytes sent to src, heads included
@@ -56,6 +62,7 @@ def forward(src, dst, req, head, body_framer, limits, deadlines, close_src=False
     BadResponse, ResponseTimeout, or the HttpError of a malformed request body, before any
     response byte reached `src`; a failure after that is an OSError or an incomplete Outcome."""
     stall = _stall_bound(limits, deadlines)
+    carries_body = not body_framer.done
     body, sent = _send_request(src, dst, head, body_framer, stall)
     interim = 0
     try:
@@ -64,11 +71,16 @@ def forward(src, dst, req, head, body_framer, limits, deadlines, close_src=False
             relay.send_all(src.sock, raw)   # 100 Continue and friends pass through
             interim += len(raw)
             resp, raw = _read_response_head(dst, limits, deadlines)
-        if resp.status == 101 and req.is_upgrade:
+        if resp.status == 101:
+            if not req.is_upgrade:
+                # What follows is another protocol, which the next visitor would read as HTTP.
+                raise BadResponse("a 101 Switching Protocols to a request that asked for no upgrade")
             return _upgrade(src, dst, resp, raw, body, limits.splice_idle_timeout)
         if close_src and resp.keep_alive:
             raw = closing_response_head(raw)
         outcome = _relay_response(src, dst, req, resp, raw, body, limits, stall)
+        if carries_body and _body_maybe_unread(req, resp):
+            outcome.dst_reusable = False
         outcome.bytes_in += sent
         outcome.bytes_out += interim
         return outcome
@@ -153,7 +165,17 @@ def _relay_response(src, dst, req, resp, raw, body, limits, stall):
         complete, sent = False, len(raw)
     body_done = body is None or _finished(body, limits.body_settle)
     streamed = body.value[1] if body_done and body is not None else 0
-    return Outcome(resp, complete and body_done and not framer.until_close, bytes_in=streamed, bytes_out=sent)
+    in_sync = complete and body_done and not framer.until_close
+    # Bytes already read past the response are not for the next visitor: retire dst.
+    reusable = in_sync and resp.keep_alive and not dst.buf
+    return Outcome(resp, in_sync, bytes_in=streamed, bytes_out=sent, dst_reusable=reusable)
+
+
+def _body_maybe_unread(req, resp):
+    """Whether the destination may have answered a request with a body without reading it,
+    leaving it to be read as a request of its own. Python's http.server does this for a GET with a
+    body and for any method it refuses; nothing on the wire says so, so dst is not reused."""
+    return req.method in _BODY_OFTEN_IGNORED or resp.status >= 400
 
 
 def _upgrade(src, dst, resp, raw, body, idle):

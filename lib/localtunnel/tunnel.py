@@ -182,8 +182,11 @@ class Tunnel:
         return waiter.value
 
     def release(self, ts):
-        """Return a socket whose last exchange ended cleanly on a message boundary."""
-        if self._removed or ts.closed.is_set():
+        """Return a socket whose last exchange ended cleanly on a message boundary.
+
+        It is checked before anyone gets it: a byte that arrived after the response (an origin
+        that sent more than it declared) would otherwise be read as the next visitor's answer."""
+        if self._removed or ts.is_stale():
             ts.closed.set()
             return
         while self._waiters:
