@@ -1,9 +1,11 @@
 """Attacks from issue 11, each run for real on loopback against a server in its own process:
 floods that must not freeze other visitors, leftover bytes that must never reach another
 visitor, and cheap connections that must not lock a tunnel."""
+import re
 import socket
 import statistics
 import sys
+import time
 
 import gevent
 import pytest
@@ -11,7 +13,7 @@ import requests
 from gevent.server import StreamServer
 
 import helpers
-from localtunnel import relay
+from localtunnel import relay, tunnel
 from helpers import FakeClient, new_tunnel, read_request_head, start_server_process, timed_visits
 
 #: How long a victim measures while an attack runs.
@@ -253,3 +255,104 @@ def keep_one_socket_open(info, handler):
         finally:
             client.close()
 
+
+
+# --- a few cheap connections cannot lock a tunnel ------------------------------------------------
+
+def reconnecting_client(info, handler, count=10):
+    """`count` tunnel sockets answered by `handler`, each reopened when the server retires it."""
+    return [gevent.spawn(keep_one_socket_open, info, handler) for _ in range(count)]
+
+
+def read_body_then_answer(sock, head):
+    """An origin that, like most, reads the whole declared body before it answers."""
+    match = re.search(rb"(?i)content-length: *(\d+)", head)
+    missing = int(match.group(1)) if match else 0
+    while missing > 0:
+        data = sock.recv(missing)
+        if not data:
+            return False
+        missing -= len(data)
+    helpers.ok_handler(sock, head)
+
+
+def timed_visit(port, name, source="127.0.0.1", timeout=15):
+    """(status, seconds) of one GET to tunnel `name` from `source` (any 127/8 address)."""
+    started = time.monotonic()
+    answer = helpers.get_from(source, "http://127.0.0.1:%d/victim" % port,
+                              headers={"Host": "%s.localhost" % name}, timeout=timeout)
+    return answer.status_code, time.monotonic() - started
+
+
+def tunnel_for_attack(procs, handler, *flags):
+    port = start_server_process(procs, *flags)
+    info = new_tunnel(port)
+    client = reconnecting_client(info, handler)
+    helpers.wait_sockets(port, info["id"], 10)
+    return port, info["id"], client
+
+
+def request_from(source, port, data):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    sock.sendall(data)
+    return sock
+
+
+@pytest.mark.deadline(30)
+def test_visitors_that_leave_mid_body_give_their_tunnel_sockets_back_at_once(procs):
+    # Ten POSTs that promise 1000 bytes, send 10 and leave: the origin waits for the rest, and
+    # used to hold all ten sockets until --response-timeout (300 s).
+    port, name, client = tunnel_for_attack(procs, read_body_then_answer)
+    post = b"POST / HTTP/1.1\r\nHost: %s.localhost\r\nContent-Length: 1000\r\n\r\n" % name.encode()
+    attackers = [request_from("127.0.0.1", port, post + b"x" * 10) for _ in range(10)]
+    gevent.sleep(0.3)   # each holds a tunnel socket by now
+    for sock in attackers:
+        sock.close()
+    status, seconds = timed_visit(port, name)
+    gevent.killall(client)
+    assert status == 200 and seconds < 2, (status, seconds)
+
+
+@pytest.mark.deadline(40)
+def test_visitors_that_never_read_a_large_response_are_cut_after_the_response_timeout(procs):
+    def endless(sock, head):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 209715200\r\n\r\n")
+        block = b"x" * 1048576
+        for _ in range(200):
+            sock.sendall(block)
+
+    port, name, client = tunnel_for_attack(procs, endless, "--response-timeout", "2")
+    get = b"GET /big HTTP/1.1\r\nHost: %s.localhost\r\n\r\n" % name.encode()
+    attackers = [request_from("127.0.0.1", port, get) for _ in range(10)]     # and never read
+    gevent.sleep(0.3)
+    status, seconds = timed_visit(port, name)
+    gevent.killall(client)
+    for sock in attackers:
+        sock.close()
+    # Sends to a visitor that reads nothing give up after --response-timeout; the victim's wait
+    # is that, not --socket-wait's 504.
+    assert status == 200 and seconds < 6, (status, seconds)
+
+
+@pytest.mark.deadline(30)
+def test_one_address_cannot_hold_every_socket_of_a_tunnel(procs):
+    def silent_websocket(sock, head):
+        if b"Upgrade: websocket" not in head:
+            return helpers.ok_handler(sock, head)
+        sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        while sock.recv(65536):
+            pass
+        return False
+
+    port, name, client = tunnel_for_attack(procs, silent_websocket)
+    upgrade = (b"GET /ws HTTP/1.1\r\nHost: %s.localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" % name.encode())
+    attackers = [request_from("127.0.0.2", port, upgrade) for _ in range(10)]
+    gevent.sleep(0.3)
+    switched = sum(sock.recv(12) == b"HTTP/1.1 101" for sock in attackers[:8])
+    status, seconds = timed_visit(port, name, source="127.0.0.3")
+    gevent.killall(client)
+    for sock in attackers:
+        sock.close()
+    assert switched == 8 == tunnel.visitor_share(10)
+    assert status == 200 and seconds < 1, (status, seconds)

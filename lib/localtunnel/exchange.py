@@ -27,15 +27,15 @@ class Failed(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines):
-    """Send one request through `tunnel` and its response to the visitor. Returns (whether the
-    visitor connection may carry another request, the forward.Outcome); raises Failed for an
-    error page instead."""
+def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines, address=None):
+    """Send one request through `tunnel` and its response to the visitor, whose `address` counts
+    against its share of the tunnel's sockets. Returns (whether the visitor connection may carry
+    another request, the forward.Outcome); raises Failed for an error page instead."""
     retry = req.method in IDEMPOTENT and body_framer.done
     waited = 0.0
     while True:
         started = time.monotonic()
-        ts = _checkout(tunnel, settings)
+        ts = _checkout(tunnel, settings, address)
         waited += time.monotonic() - started
         try:
             outcome = forward(visitor, ts.reader, req, head, body_framer, settings, deadlines,
@@ -56,9 +56,9 @@ def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines):
         return outcome.in_sync and outcome.response.keep_alive and req.keep_alive, outcome
 
 
-def _checkout(tunnel, settings):
+def _checkout(tunnel, settings, address):
     try:
-        return tunnel.checkout(settings.socket_wait)
+        return tunnel.checkout(settings.socket_wait, address)
     except NoSocket:
         raise Failed(504, "no-free-socket", (
             "Tunnel %s is connected, but none of its connections came free within %g s.\n"

@@ -127,14 +127,19 @@ def _copy_request_body(src, framer, sock, stall):
     breaks or stalls mid-body is an ordinary event here: the response side sees the result and
     closes what is out of sync."""
     try:
-        return relay.copy_body(src, framer, sock, bound=stall) + (None,)
+        complete, sent = relay.copy_body(src, framer, sock, bound=stall)
     except HttpError as exc:
         # A bad chunk size: the destination waits for a body that will never make sense. Cut it
         # off, so the response side stops waiting at once instead of at its timeout.
         relay.shutdown_quietly(sock, socket.SHUT_RDWR)
         return False, 0, exc
     except (OSError, relay.Closed, _Stalled):
-        return False, 0, None
+        complete, sent = False, 0
+    if not complete:
+        # The sender left or stalled mid-body: the destination would wait for the rest until
+        # --response-timeout, holding a tunnel socket that ten such visitors could exhaust.
+        relay.shutdown_quietly(sock, socket.SHUT_RDWR)
+    return complete, sent, None
 
 
 def _read_response_head(dst, limits, deadlines):

@@ -39,6 +39,10 @@ class _IdleTimeout(Exception):
     pass
 
 
+class _SendTimeout(Exception):
+    pass
+
+
 class _Discard:
     """A sink for request bodies nobody reads (API calls)."""
 
@@ -104,7 +108,7 @@ class Front:
         except _HeadTimeout:
             self._send_error(sock, 408, "head-timeout", (
                 "The request head did not arrive within %g s." % self.settings.head_timeout))
-        except relay.Closed:
+        except (relay.Closed, _SendTimeout):
             pass
         except OSError as exc:
             if not relay.is_expected_disconnect(exc):
@@ -167,13 +171,23 @@ class Front:
         head = forward_request_head(req, self._forwarded(req, ip, host), drop=_DROP_FORWARDED)
         started = time.monotonic()
         try:
-            keep, outcome = proxy_request(tunnel, visitor, req, head, framer, self.settings, self.deadlines)
+            keep, outcome = proxy_request(tunnel, visitor, req, head, framer, self.settings, self.deadlines,
+                                          self._visitor_address(req, ip))
         except Failed as exc:
             _log_access(ip, req, exc.status, 0, tunnel_id, 0.0, started, exc.code)
             raise
         self.metrics.request(outcome.response.status, outcome.bytes_in, outcome.bytes_out, outcome.waited)
         _log_access(ip, req, outcome.response.status, outcome.bytes_out, tunnel_id, outcome.waited, started)
         return keep
+
+    def _visitor_address(self, req, ip):
+        """Who a visitor is, for its share of a tunnel's sockets: behind a trusted proxy, the
+        address the proxy names, or every visitor would share one share."""
+        if ip not in self.settings.trusted_proxies:
+            return ip
+        forwarded = req.get(b"x-forwarded-for")
+        return protocol.client_address(ip, forwarded.decode("latin-1") if forwarded else None,
+                                       self.settings.trusted_proxies)
 
     def _forwarded(self, req, ip, host):
         """X-Forwarded-* (PROTOCOL.md B5): a trusted front proxy's values are kept (its For list
@@ -199,15 +213,21 @@ class Front:
             if not relay.copy_body(visitor, framer, _Discard)[0]:
                 return False
         environ = wsgi.build_environ(req, b"", ip, self.port)
-        visitor.sock.sendall(wsgi.call_app(self.app, environ, req.keep_alive))
+        self._send(visitor.sock, wsgi.call_app(self.app, environ, req.keep_alive))
         return req.keep_alive
+
+    def _send(self, sock, data):
+        """Send a short answer whole. A visitor that pipelines requests and never reads the
+        answers fills its socket buffer; it gets --head-timeout to read, then it is closed."""
+        with self.deadlines.bound(self.settings.head_timeout, _SendTimeout):
+            sock.sendall(data)
 
     def _send_error(self, sock, status, code, message):
         self.metrics.error(code)
         try:
-            sock.sendall(protocol.error_response(status, code, message))
-        except OSError:
-            pass    # the visitor left; nothing to tell them
+            self._send(sock, protocol.error_response(status, code, message))
+        except (OSError, _SendTimeout):
+            pass    # the visitor left or does not read; nothing to tell them
 
 
 def _log_access(ip, req, status, size, tunnel_id, waited, started, error=None):

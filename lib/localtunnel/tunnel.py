@@ -7,7 +7,7 @@ nobody uses it) is dropped, never handed to a visitor; waiters get an answer, ne
 import logging
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 
 import gevent
 
@@ -30,6 +30,12 @@ KEEPALIVE_COUNT = 3
 _GONE = object()     # handed to waiters when the tunnel is removed
 
 
+def visitor_share(sockets):
+    """How many of a tunnel's `sockets` one visitor address may hold at once: all but a fifth
+    (at least one), so a few connections that never finish cannot lock out everyone else."""
+    return max(1, sockets - max(1, sockets // 5))
+
+
 class NoSocket(Exception):
     """No tunnel socket came free within the wait bound."""
 
@@ -41,12 +47,13 @@ class TunnelGone(Exception):
 class TunnelSocket:
     """A connection from the client, idle in the pool or checked out for one exchange."""
 
-    __slots__ = ("sock", "reader", "closed", "_watch")
+    __slots__ = ("sock", "reader", "closed", "holder", "_watch")
 
     def __init__(self, sock):
         self.sock = sock
         self.reader = Reader(sock)
         self.closed = Event()
+        self.holder = None      # the visitor address it is checked out to (None: idle or exempt)
         self._watch = gevent.get_hub().loop.io(sock.fileno(), 1)
 
     def watch(self):
@@ -82,7 +89,8 @@ class Tunnel:
         self._on_expire = on_expire
         self._sockets = set()
         self._idle = []             # a stack: the most recently used socket is the least stale
-        self._waiters = deque()     # visitors waiting for a socket, longest-waiting first
+        self._waiters = deque()     # (AsyncResult, visitor address) waiting, longest first
+        self._held = Counter()      # visitor address -> sockets it holds now
         self._expiry = None
         self._removed = False
         self._server = StreamServer((settings.address, 0), self._handle, spawn=Pool())
@@ -145,28 +153,54 @@ class Tunnel:
         if not self._sockets and not self._removed:
             self._arm_expiry(self._settings.grace)
 
-    def checkout(self, timeout):
+    def checkout(self, timeout, visitor=None):
         """An idle tunnel socket, exclusively the caller's until release() or drop().
 
-        Raises NoSocket after `timeout` seconds, TunnelGone at once if the tunnel is removed."""
+        `visitor` (an address) may hold visitor_share() sockets at once; past that it queues
+        like everyone else. Raises NoSocket after `timeout` seconds, TunnelGone at once if the
+        tunnel is removed."""
         deadline = time.monotonic() + timeout
-        while True:
-            if self._removed:
-                raise TunnelGone()
-            if not self._idle:
-                # Handed over straight from a finished exchange: no idle time for stale bytes.
-                return self._wait_for_socket(deadline)
+        if self._removed:
+            raise TunnelGone()
+        if self._may_take(visitor):
+            ts = self._pop_idle()
+            if ts is not None:
+                self._hold(ts, visitor)
+                return ts
+        # Handed over straight from a finished exchange: no idle time for stale bytes.
+        return self._wait_for_socket(deadline, visitor)
+
+    def _may_take(self, visitor):
+        return visitor is None or self._held[visitor] < visitor_share(len(self._sockets))
+
+    def _pop_idle(self):
+        """The freshest idle socket that is not stale, or None."""
+        while self._idle:
             ts = self._idle.pop()
             ts.unwatch()
             if not ts.is_stale():
                 return ts
-            self.drop(ts)
+            ts.closed.set()
+        return None
 
-    def _wait_for_socket(self, deadline):
+    def _hold(self, ts, visitor):
+        ts.holder = visitor
+        if visitor is not None:
+            self._held[visitor] += 1
+
+    def _unhold(self, ts):
+        visitor, ts.holder = ts.holder, None
+        if visitor is not None:
+            self._held[visitor] -= 1
+            if not self._held[visitor]:
+                del self._held[visitor]
+
+    def _wait_for_socket(self, deadline, visitor):
         """Queue up for the next released socket. Handing sockets over in arrival order keeps a
         visitor that just finished from taking its socket straight back while others starve."""
         waiter = AsyncResult()
-        self._waiters.append(waiter)
+        entry = (waiter, visitor)
+        self._waiters.append(entry)
         try:
             with self._deadlines.bound(max(0.0, deadline - time.monotonic()), NoSocket):
                 waiter.wait()
@@ -175,31 +209,49 @@ class Tunnel:
                 raise
             # else a socket was handed over just as time ran out: use it
         finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            if entry in self._waiters:
+                self._waiters.remove(entry)
         if waiter.value is _GONE:
             raise TunnelGone()
         return waiter.value
+
+    def _hand_over(self, ts):
+        """Give `ts` to the longest-waiting visitor still under its share; False if none is."""
+        for entry in self._waiters:
+            waiter, visitor = entry
+            if not waiter.ready() and self._may_take(visitor):
+                self._waiters.remove(entry)
+                self._hold(ts, visitor)
+                waiter.set(ts)
+                return True
+        return False
 
     def release(self, ts):
         """Return a socket whose last exchange ended cleanly on a message boundary.
 
         It is checked before anyone gets it: a byte that arrived after the response (an origin
         that sent more than it declared) would otherwise be read as the next visitor's answer."""
+        self._unhold(ts)
         if self._removed or ts.is_stale():
-            ts.closed.set()
+            self.drop(ts)
             return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.ready():
-                waiter.set(ts)      # straight to the visitor who waited longest
-                return
-        ts.watch()
-        self._idle.append(ts)
+        if not self._hand_over(ts):
+            ts.watch()
+            self._idle.append(ts)
 
     def drop(self, ts):
         """Give up a socket whose state is unknown (cut-off or close-delimited exchange)."""
+        self._unhold(ts)
         ts.closed.set()
+        # Its holder may be back under its share, with idle sockets it could not take before.
+        while self._waiters and self._idle:
+            idle = self._pop_idle()
+            if idle is None:
+                return
+            if not self._hand_over(idle):
+                idle.watch()
+                self._idle.append(idle)
+                return
 
     def remove(self):
         """Stop listening, close every socket and answer every waiter."""
@@ -209,7 +261,7 @@ class Tunnel:
         if self._expiry is not None:
             self._expiry.kill(block=False)
         while self._waiters:
-            self._waiters.popleft().set(_GONE)
+            self._waiters.popleft()[0].set(_GONE)
         self._server.close()
         for ts in list(self._sockets):
             ts.closed.set()
