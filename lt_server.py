@@ -39,6 +39,9 @@ Options:
   --max-tunnels-per-address=N   Tunnels one client address may hold (default 50).
   --new-per-minute=N            Tunnel creations one address may ask for per minute, then 429
                                 with Retry-After (default 60).
+  --lookups-per-minute=N        Tunnel status lookups (/api/tunnels/NAME/status) one address may
+                                make per minute, then 429: names are not for enumerating
+                                (default 600).
   --check-client-address=BOOL   Tunnel ports take sockets only from the address that created the
                                 tunnel (default true; false for clients behind rotating NAT).
   --auth-token=TOKEN            Creating a tunnel needs this token: lt-client --auth-token, or the

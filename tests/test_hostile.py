@@ -8,6 +8,7 @@ import sys
 import time
 
 import gevent
+import gevent.pool
 import pytest
 import requests
 from gevent.server import StreamServer
@@ -356,3 +357,39 @@ def test_one_address_cannot_hold_every_socket_of_a_tunnel(procs):
         sock.close()
     assert switched == 8 == tunnel.visitor_share(10)
     assert status == 200 and seconds < 1, (status, seconds)
+
+
+# --- smaller holes ----------------------------------------------------------------------------
+
+def test_tunnel_status_lookups_are_rate_limited(make_server):
+    # Each lookup says whether a name exists; a guessable name space is not for enumerating.
+    server = make_server(lookups_per_minute=3)
+    url = "http://127.0.0.1:%d/api/tunnels/%%s/status" % server.port
+    assert [requests.get(url % ("name-%d" % i)).status_code for i in range(3)] == [404] * 3
+    refused = requests.get(url % "name-4")
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert "at most 3 a minute" in refused.json()["message"]
+    # Another address has its own budget.
+    assert helpers.get_from("127.0.0.2", url % "name-5").status_code == 404
+
+
+@pytest.mark.deadline(40)
+def test_a_low_open_file_limit_lowers_max_visitors_and_never_gives_tracebacks(procs):
+    proc = procs(["bash", "-c", 'ulimit -n 100 && exec "$0" lt_server.py --port 0 --address 127.0.0.1 '
+                  '-d localhost --head-timeout 5', sys.executable])
+    port = int(proc.wait_for(r"listening on 127\.0\.0\.1:(\d+)", 15).group(1))
+    proc.wait_for(r"open-file limit is 100, room for about 18 visitors: --max-visitors lowered", 5)
+
+    def idle_visitor(_):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=4) as sock:
+                return sock.recv(64)
+        except OSError:
+            return b""  # waited in the backlog while descriptors ran out
+
+    answers = gevent.pool.Pool(150).map(idle_visitor, range(150))
+    busy = sum(answer.startswith(b"HTTP/1.1 503") for answer in answers)
+    assert busy >= 20, answers
+    helpers.wait_until(lambda: requests.get("http://127.0.0.1:%d/api/health" % port, timeout=5).ok, 10,
+                       "the server to serve again")
+    assert "Traceback" not in proc.output, proc.output

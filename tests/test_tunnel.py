@@ -185,7 +185,7 @@ def test_silence_mid_response_ends_in_a_closed_connection_not_a_hang(make_server
     client.close()
 
 
-def test_name_reclaim_by_the_same_address_and_for_an_unserved_name(server):
+def test_name_reclaim_by_the_same_address_and_by_others_only_after_the_grace(server):
     first = new_tunnel(server.port, "reclaim-me")
     client = FakeClient(first, 2)
     wait_until(lambda: sockets_of(server, "reclaim-me") == 2, 2, "2 sockets")
@@ -199,9 +199,12 @@ def test_name_reclaim_by_the_same_address_and_for_an_unserved_name(server):
     url = "http://127.0.0.1:%d/reclaim-me" % server.port
     other = helpers.get_from("127.0.0.2", url).json()
     assert other["id"] != "reclaim-me"
-    # ...and the name itself once nobody serves it.
+    # ...and while the name is in its grace period after its client dropped (issue 11)...
     client.close()
     wait_until(lambda: sockets_of(server, "reclaim-me") == 0, 2, "sockets to close")
+    assert helpers.get_from("127.0.0.2", url).json()["id"] != "reclaim-me"
+    # ...but the name itself once the grace is over.
+    wait_until(lambda: server.registry.get("reclaim-me") is None, 3, "the grace to end")
     taken = helpers.get_from("127.0.0.2", url).json()
     assert taken["id"] == "reclaim-me"
 

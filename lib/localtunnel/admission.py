@@ -29,6 +29,7 @@ class Admission:
     def __init__(self, settings, registry):
         self.settings, self.registry = settings, registry
         self._recent = {}   # address -> deque of creation times within the window
+        self._lookups = {}  # address -> deque of status lookup times within the window
 
     def check(self, address, authorization, requested):
         """Raise Refusal unless `address` may create a tunnel (named `requested`, or any)."""
@@ -37,32 +38,30 @@ class Admission:
             raise Refusal(401, "This server needs a token to create tunnels: run lt-client with "
                                "--auth-token TOKEN, or the npm client with --host https://user:TOKEN@host.",
                           [("WWW-Authenticate", 'Basic realm="localtunnel"')])
-        self._rate(address, time.monotonic())
+        self._rate(self._recent, address, self.settings.new_per_minute, "tunnel requests", time.monotonic())
         held = self.registry.get(requested) if requested else None
         if held is not None and held.client_addr == address:
             return      # a client taking its own name back replaces its tunnel, adds none
         self._counts(address)
 
-    def _rate(self, address, now):
-        recent = self._recent.get(address)
+    def check_lookup(self, address):
+        """Raise Refusal (429) once `address` made --lookups-per-minute status lookups in a
+        minute: whether a name exists is one request each, and names are guessable."""
+        self._rate(self._lookups, address, self.settings.lookups_per_minute, "tunnel status lookups",
+                   time.monotonic())
+
+    def _rate(self, store, address, limit, what, now):
+        recent = store.get(address)
         if recent is None:
-            self._forget_idle(now)
-            recent = self._recent[address] = deque()
+            _forget_idle(store, now)
+            recent = store[address] = deque()
         while recent and recent[0] <= now - WINDOW:
             recent.popleft()
-        limit = self.settings.new_per_minute
         if len(recent) >= limit:
             wait = max(1, math.ceil(recent[0] + WINDOW - now))
-            raise Refusal(429, "Too many tunnel requests from your address: at most %d a minute. "
-                               "Try again in %d s." % (limit, wait), [("Retry-After", str(wait))])
+            raise Refusal(429, "Too many %s from your address: at most %d a minute. "
+                               "Try again in %d s." % (what, limit, wait), [("Retry-After", str(wait))])
         recent.append(now)
-
-    def _forget_idle(self, now):
-        if len(self._recent) < MAX_TRACKED:
-            return
-        for address, recent in list(self._recent.items()):
-            if not recent or recent[-1] <= now - WINDOW:
-                del self._recent[address]
 
     def _counts(self, address):
         if len(self.registry) >= self.settings.max_tunnels:
@@ -72,3 +71,12 @@ class Admission:
         if self.registry.count_for(address) >= limit:
             raise Refusal(429, "Your address holds %d tunnels, the most one address may. Close one "
                                "(stop its client) and try again." % limit, [("Retry-After", RETRY_COUNTS)])
+
+
+def _forget_idle(store, now):
+    """Keep a limiter's memory bounded: past MAX_TRACKED addresses, drop those idle a window."""
+    if len(store) < MAX_TRACKED:
+        return
+    for address, recent in list(store.items()):
+        if not recent or recent[-1] <= now - WINDOW:
+            del store[address]

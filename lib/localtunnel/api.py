@@ -45,9 +45,13 @@ def _public_host(settings):
     return name if settings.port == default_port else "%s:%d" % (name, settings.port)
 
 
+def _client_address(settings):
+    return protocol.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                                   settings.trusted_proxies)
+
+
 def _tunnel_answer(registry, settings, admission, requested):
-    address = protocol.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                                      settings.trusted_proxies)
+    address = _client_address(settings)
     try:
         admission.check(address, request.headers.get("Authorization"), requested)
         tunnel = registry.create(requested, address)
@@ -100,6 +104,10 @@ def create_app(registry, settings, metrics, admission):
 
     @app.route("/api/tunnels/<tunnel_id>/status")
     def tunnel_status(tunnel_id):
+        try:
+            admission.check_lookup(_client_address(settings))
+        except Refusal as refusal:
+            return _json(protocol.json_compact({"message": refusal.message}), refusal.status, refusal.headers)
         tunnel = registry.get(tunnel_id)
         if tunnel is None:
             return Response("Not Found", 404, content_type="text/plain; charset=utf-8")

@@ -32,6 +32,7 @@ class Settings:
     max_tunnels: int = 10000        # tunnels on this server
     max_tunnels_per_address: int = 50  # tunnels one client address may hold
     new_per_minute: int = 60        # tunnel creations one address may ask for per minute (429)
+    lookups_per_minute: int = 600   # /api/tunnels/<id>/status lookups per address per minute (429)
     check_client_address: bool = True  # tunnel ports take sockets only from the tunnel's creator
     auth_token: str = None          # when set, creating a tunnel needs it (401 otherwise)
     body_settle: float = 1.0        # seconds a request body may trail its response
@@ -115,6 +116,7 @@ FIELDS = {
     "max_tunnels": (_positive_int, "--max-tunnels"),
     "max_tunnels_per_address": (_positive_int, "--max-tunnels-per-address"),
     "new_per_minute": (_positive_int, "--new-per-minute"),
+    "lookups_per_minute": (_positive_int, "--lookups-per-minute"),
     "check_client_address": (_boolean, "--check-client-address"),
     "auth_token": (_token, "--auth-token"),
     "trusted_proxies": (_addresses, "--trusted-proxies"),

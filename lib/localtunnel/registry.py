@@ -56,8 +56,10 @@ class Registry:
         return tunnel
 
     def _may_reclaim(self, held, client_addr):
-        # PROTOCOL.md B7: a restarted client behind the same address, or a name nobody serves.
-        return held.connected_sockets == 0 or held.client_addr == client_addr
+        # PROTOCOL.md B7, narrowed: only a restarted client behind the same address. While a name
+        # sits in its grace period (its client dropped for a moment), anyone else taking it would
+        # receive its owner's visitors and webhooks; once the grace ends, the name is free.
+        return held.client_addr == client_addr
 
     def _random_free_id(self):
         for _ in range(RANDOM_ID_TRIES):

@@ -3,7 +3,9 @@
 Corresponds to localtunnel/server's server.js + bin/server. Both entry points build one of these:
 `lt-server` directly, and `gunicorn -k gevent lt_server:app` inside its single gevent worker.
 """
+import dataclasses
 import logging
+import resource
 
 import gevent.monkey
 
@@ -16,6 +18,9 @@ from .registry import Registry
 
 log = logging.getLogger(__name__)
 
+#: Descriptors kept back for the process itself (listeners, logs, the event loop).
+FD_RESERVE = 64
+
 
 class NotPatched(RuntimeError):
     """Library code never patches; it refuses to run on blocking sockets instead."""
@@ -25,6 +30,7 @@ class Server:
     def __init__(self, settings):
         if not gevent.monkey.is_module_patched("socket"):
             raise NotPatched("the localtunnel server needs gevent's monkey patching, done first by its entry point")
+        settings, self._fd_warning = fit_descriptor_limit(settings)
         self.settings = settings
         self.deadlines = Deadlines(tick_for(settings.socket_wait, settings.head_timeout,
                                             settings.keepalive_timeout, settings.response_timeout))
@@ -41,7 +47,8 @@ class Server:
     def start(self):
         """Open the public port; raises front.BindError with advice when it cannot."""
         self.front.start()
-        # With port 0 the OS chose; the API builds URLs from the port visitors really use.
+        if self._fd_warning:
+            log.warning("%s", self._fd_warning)     # said once the server really runs        # With port 0 the OS chose; the API builds URLs from the port visitors really use.
         self.settings.port = self.front.port
 
     def stop(self):
@@ -49,3 +56,28 @@ class Server:
         self.front.stop()
         self.registry.close_all()
         log.info("server stopped")
+
+
+def fit_descriptor_limit(settings):
+    """(Settings whose --max-visitors fits the open-file limit, a warning to log or None).
+
+    Every visitor is a descriptor, and so is every tunnel socket. Past the limit accept() fails
+    with EMFILE, and visitors would wait unanswered instead of getting 503 `busy`. So the soft
+    limit is raised to the hard one, and --max-visitors lowered, with a warning, to half of what
+    is left after a reserve: the other half is for tunnel sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass    # keep what we have; the check below still fits visitors into it
+    if soft == resource.RLIM_INFINITY:
+        return settings, None
+    room = max(1, (soft - FD_RESERVE) // 2)
+    if settings.max_visitors and settings.max_visitors <= room:
+        return settings, None
+    warning = ("the open-file limit is %d, room for about %d visitors: --max-visitors lowered from %s "
+               "to %d (raise it with `ulimit -n` or LimitNOFILE= in the systemd unit)"
+               % (soft, room, settings.max_visitors or "no limit", room))
+    return dataclasses.replace(settings, max_visitors=room), warning
