@@ -124,13 +124,18 @@ def visit(port, name, path="/", method="GET", session=None, **kwargs):
     return http.request(method, "http://127.0.0.1:%d%s" % (port, path), headers=headers, **kwargs)
 
 
-def get_from(source_ip, url, headers=None, timeout=5):
-    """GET `url` over a connection from `source_ip` (any 127/8 address is loopback)."""
+def session_from(source_ip):
+    """A keep-alive requests session whose connections come from `source_ip` (any 127/8)."""
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter()
     adapter.init_poolmanager(1, 1, source_address=(source_ip, 0))
     session.mount("http://", adapter)
-    with session:
+    return session
+
+
+def get_from(source_ip, url, headers=None, timeout=5):
+    """GET `url` over a connection from `source_ip` (any 127/8 address is loopback)."""
+    with session_from(source_ip) as session:
         return session.get(url, headers=dict({"Host": "localhost"}, **(headers or {})), timeout=timeout)
 
 

@@ -1,5 +1,7 @@
 """A bounded fuzz run of the front port: random bytes and mutated heads, to the API, to an
-unknown tunnel and through a real tunnel (our client in front of the Node origin).
+unknown tunnel and through a real tunnel (our client in front of the Node origin); and a hostile
+mix, where honest visitors must each get exactly their own response or a clean error while
+attackers and a misbehaving origin do their worst.
 
 Whatever arrives, the server answers with an HTTP status line or closes cleanly, within its own
 time limits; it never logs a traceback and keeps serving everyone else. The seed is fixed so a
@@ -12,10 +14,13 @@ import socket
 import time
 
 import gevent
+import gevent.pool
 import pytest
+from gevent.server import StreamServer
 
 import helpers
 from helpers import start_client, tunnel_name, visit
+from localtunnel import framing, http11, relay
 
 pytestmark = pytest.mark.node
 
@@ -135,3 +140,120 @@ def test_random_and_mutated_heads_get_an_answer_or_a_clean_close(make_server, pr
     assert origin.popen.poll() is None, "the origin died:\n" + origin.output
     assert visit(server.port, name, "/hello", timeout=5).text == "hello", client.output
     assert visit(server.port, "x", "/", timeout=5).status_code == 404
+
+
+# --- a hostile mix: honest visitors among attackers and a misbehaving origin ------------------
+
+HOSTILE_CASES = int(os.environ.get("FUZZ_HOSTILE_CASES", "80"))
+HONEST_VISITORS, HONEST_REQUESTS = 6, 30
+
+
+def misbehaving_origin(rng):
+    """An origin that answers /ok-ID with ID; /evil-ID with ID plus random bytes in the same
+    write (a forged response or garbage); /big-ID with 20 MB; /tiny-ID with 100,000 one-byte
+    chunks. It reads every request body to its end first, as most origins do."""
+    def handle(sock, _addr):
+        reader = relay.Reader(sock)
+        try:
+            while True:
+                head = reader.read_head(65536)
+                if not head:
+                    return
+                request = http11.parse_request_head(head)
+                if not relay.copy_body(reader, framing.request_framer(request), _Sink)[0]:
+                    return
+                kind, _, ident = request.target.lstrip(b"/").partition(b"-")
+                sock.sendall(_answer(kind, ident, rng))
+        except (OSError, http11.HttpError, relay.Closed):
+            return
+
+    server = StreamServer(("127.0.0.1", 0), handle)
+    server.start()
+    return server
+
+
+class _Sink:
+    @staticmethod
+    def sendall(data):
+        pass
+
+
+def _answer(kind, ident, rng):
+    if kind == b"big":
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 20971520\r\n\r\n" + b"b" * 20971520
+    if kind == b"tiny":
+        return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1\r\nt\r\n" * 100000 + b"0\r\n\r\n"
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ident), ident)
+    if kind != b"evil":
+        return ok
+    return ok + rng.choice([b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSTOLEN", os.urandom(rng.randint(1, 64)),
+                            b"HTTP/1.1 101 Switching Protocols\r\n\r\n", b"\r\n"])
+
+
+def attack(port, host, rng):
+    """One hostile visitor: the origin's misbehaviours, tiny-chunk floods, bodies cut short,
+    responses never read, smuggled requests."""
+    ident = b"%d" % rng.randrange(10 ** 9)
+    shape = rng.randrange(6)
+    if shape == 0:
+        data = b"GET /evil-%s HTTP/1.1\r\nHost: %s\r\n\r\n" % (ident, host)
+    elif shape == 1:
+        data = (b"POST /ok-%s HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n" % (ident, host)
+                + b"1\r\nx\r\n" * rng.randint(1000, 50000) + b"0\r\n\r\n")
+    elif shape == 2:
+        data = b"POST /ok-%s HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000\r\n\r\nshort" % (ident, host)
+    elif shape == 3:
+        data = b"GET /big-%s HTTP/1.1\r\nHost: %s\r\n\r\n" % (ident, host)
+    elif shape == 4:
+        smuggled = b"GET /ok-SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n"
+        data = b"GET /ok-%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n%s" % (ident, host, len(smuggled), smuggled)
+    else:
+        data = b"GET /tiny-%s HTTP/1.1\r\nHost: %s\r\n\r\n" % (ident, host)
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0)) as sock:
+        try:
+            sock.sendall(data)
+            gevent.sleep(rng.random() * 0.5)    # then read a little, or nothing, and leave
+            if rng.random() < 0.5:
+                sock.recv(rng.choice([1, 4096]))
+        except OSError:
+            pass
+
+
+def honest(port, name, worker):
+    """Sequential keep-alive GETs for unique ids; returns every answer that was not exactly ours
+    and was not one of our own clean error pages."""
+    bad = []
+    with helpers.session_from("127.0.0.3") as session:
+        for i in range(HONEST_REQUESTS):
+            ident = "h%d-%d" % (worker, i)
+            answer = visit(port, name, "/ok-" + ident, session=session, timeout=15)
+            if answer.text == ident:
+                continue
+            if answer.status_code in (502, 504) and "X-Localtunnel-Status" in answer.headers:
+                continue    # a clean error: allowed, and counted below
+            bad.append((ident, answer.status_code, answer.text[:60]))
+    return bad
+
+
+@pytest.mark.deadline(120)
+@pytest.mark.parametrize("kind", ["python", "node"])
+def test_hostile_mix_every_visitor_gets_its_own_response_or_a_clean_error(make_server, procs, kind):
+    server = make_server(response_timeout=2.0, socket_wait=5.0, head_timeout=2.0)
+    rng = random.Random(SEED)
+    origin = misbehaving_origin(random.Random(SEED + 1))
+    try:
+        _, url = start_client(kind, procs, server.port, origin.server_port)
+        name = tunnel_name(url)
+        helpers.wait_sockets(server.port, name, 10)
+        host = b"%s.localhost:%d" % (name.encode(), server.port)
+        attackers = gevent.pool.Pool(12)
+        for _ in range(HOSTILE_CASES):
+            attackers.spawn(attack, server.port, host, random.Random(rng.random()))
+        honest_runs = [gevent.spawn(honest, server.port, name, w) for w in range(HONEST_VISITORS)]
+        gevent.joinall(honest_runs, raise_error=True)
+        attackers.join(raise_error=True)
+        assert [bad for run in honest_runs for bad in run.value] == []
+        # Afterwards the tunnel serves as before.
+        assert visit(server.port, name, "/ok-after", timeout=10).text == "after"
+    finally:
+        origin.stop()
