@@ -32,6 +32,7 @@ def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines, 
     against its share of the tunnel's sockets. Returns (whether the visitor connection may carry
     another request, the forward.Outcome); raises Failed for an error page instead."""
     retry = req.method in IDEMPOTENT and body_framer.done
+    keep_alive = req.keep_alive
     waited = 0.0
     while True:
         started = time.monotonic()
@@ -39,7 +40,7 @@ def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines, 
         waited += time.monotonic() - started
         try:
             outcome = forward(visitor, ts.reader, req, head, body_framer, settings, deadlines,
-                              close_src=not req.keep_alive)
+                              close_src=not keep_alive)
         except DestinationDied:
             tunnel.drop(ts)
             if not retry:
@@ -53,7 +54,7 @@ def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines, 
             raise
         (tunnel.release if outcome.dst_reusable else tunnel.drop)(ts)
         outcome.waited = waited
-        return outcome.in_sync and outcome.response.keep_alive and req.keep_alive, outcome
+        return outcome.in_sync and outcome.keep_alive and keep_alive, outcome
 
 
 def _checkout(tunnel, settings, address):

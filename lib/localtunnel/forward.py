@@ -40,12 +40,13 @@ _BODY_OFTEN_IGNORED = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE
 
 
 class Outcome:
-    __slots__ = ("response", "in_sync", "dst_reusable", "upgraded", "bytes_in", "bytes_out", "waited")
+    __slots__ = ("response", "in_sync", "keep_alive", "dst_reusable", "upgraded", "bytes_in", "bytes_out", "waited")
 
-    def __init__(self, response, in_sync, upgraded=False, bytes_in=0, bytes_out=0, dst_reusable=False):
+    def __init__(self, response, in_sync, upgraded=False, bytes_in=0, bytes_out=0):
         self.response = response
         self.in_sync = in_sync      # both sides are at a message boundary
-        self.dst_reusable = dst_reusable    # dst may carry another request: nothing unread on it
+        self.keep_alive = False     # the response lets its connection carry another request
+        self.dst_reusable = False   # dst may carry another request: nothing unread on it
         self.upgraded = upgraded    # a 101 was spliced to its end; neither side is reusable
         self.bytes_in = bytes_in    # request bytes sent to dst, head included
         self.bytes_out = bytes_out  # response bytes sent to src, heads included
@@ -172,8 +173,10 @@ def _relay_response(src, dst, req, resp, raw, body, limits, stall):
     streamed = body.value[1] if body_done and body is not None else 0
     in_sync = complete and body_done and not framer.until_close
     # Bytes already read past the response are not for the next visitor: retire dst.
-    reusable = in_sync and resp.keep_alive and not dst.buf
-    return Outcome(resp, in_sync, bytes_in=streamed, bytes_out=sent, dst_reusable=reusable)
+    outcome = Outcome(resp, in_sync, bytes_in=streamed, bytes_out=sent)
+    outcome.keep_alive = resp.keep_alive
+    outcome.dst_reusable = in_sync and outcome.keep_alive and not dst.buf
+    return outcome
 
 
 def _body_maybe_unread(req, resp):

