@@ -180,6 +180,7 @@ class Local:
     def __init__(self, options):
         self.options = options
         self.reader = None
+        self.probe = None       # says whether the connection holds input we did not ask for
 
     def get(self):
         """(Reader, reused?) for the next request; raises LocalDown."""
@@ -187,13 +188,14 @@ class Local:
             return self.reader, True
         self.close()
         self.reader = relay.Reader(self._connect())
+        self.probe = relay.InputProbe(self.reader.sock)
         return self.reader, False
 
     def _maybe_stale(self):
         # Any byte waiting here is not an answer to the request we are about to send: the rest
         # of an earlier response, or an answer to a body the service read as a request. Reusing
         # the connection would hand it to the next visitor. A close (EOF) is caught too.
-        return bool(self.reader.buf) or relay.peek_is_stale(self.reader.sock)
+        return bool(self.reader.buf) or self.probe.has_input()
 
     def _connect(self):
         host, port = self.options.local_host, self.options.port

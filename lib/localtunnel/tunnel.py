@@ -16,7 +16,7 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from . import protocol
-from .relay import Reader, peek_is_stale
+from .relay import InputProbe, Reader
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class TunnelGone(Exception):
 class TunnelSocket:
     """A connection from the client, idle in the pool or checked out for one exchange."""
 
-    __slots__ = ("sock", "reader", "closed", "holder", "_watch")
+    __slots__ = ("sock", "reader", "closed", "holder", "_watch", "_probe")
 
     def __init__(self, sock):
         self.sock = sock
@@ -55,6 +55,7 @@ class TunnelSocket:
         self.closed = Event()
         self.holder = None      # the visitor address it is checked out to (None: idle or exempt)
         self._watch = gevent.get_hub().loop.io(sock.fileno(), 1)
+        self._probe = InputProbe(sock)
 
     def watch(self):
         """While idle, any readable event means bytes or EOF nobody asked for: the local
@@ -67,7 +68,7 @@ class TunnelSocket:
 
     def is_stale(self):
         """A last check at checkout, for bytes that arrived since the loop last polled."""
-        return self.closed.is_set() or bool(self.reader.buf) or peek_is_stale(self.sock)
+        return self.closed.is_set() or bool(self.reader.buf) or self._probe.has_input()
 
     def close(self):
         self.closed.set()
