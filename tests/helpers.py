@@ -297,3 +297,36 @@ def timed_visits(port, name, seconds, path="/"):
             latencies.append(time.monotonic() - started)
             assert answer.status_code == 200, answer.text
     return latencies
+
+
+class _Discard:
+    @staticmethod
+    def sendall(data):
+        pass
+
+
+def scripted_origin(answer):
+    """An origin in this process that reads each request whole, head and body, and sends what
+    `answer(parsed request)` returns in one write: for origins that misbehave on cue. Returns the
+    started StreamServer (its port is `server_port`)."""
+    from gevent.server import StreamServer
+
+    from localtunnel import framing, http11, relay
+
+    def handle(sock, _addr):
+        reader = relay.Reader(sock)
+        try:
+            while True:
+                head = reader.read_head(65536)
+                if not head:
+                    return
+                request = http11.parse_request_head(head)
+                if not relay.copy_body(reader, framing.request_framer(request), _Discard)[0]:
+                    return
+                sock.sendall(answer(request))
+        except (OSError, http11.HttpError, relay.Closed):
+            return
+
+    server = StreamServer(("127.0.0.1", 0), handle)
+    server.start()
+    return server

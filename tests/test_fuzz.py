@@ -16,11 +16,9 @@ import time
 import gevent
 import gevent.pool
 import pytest
-from gevent.server import StreamServer
 
 import helpers
 from helpers import start_client, tunnel_name, visit
-from localtunnel import framing, http11, relay
 
 pytestmark = pytest.mark.node
 
@@ -152,30 +150,11 @@ def misbehaving_origin(rng):
     """An origin that answers /ok-ID with ID; /evil-ID with ID plus random bytes in the same
     write (a forged response or garbage); /big-ID with 20 MB; /tiny-ID with 100,000 one-byte
     chunks. It reads every request body to its end first, as most origins do."""
-    def handle(sock, _addr):
-        reader = relay.Reader(sock)
-        try:
-            while True:
-                head = reader.read_head(65536)
-                if not head:
-                    return
-                request = http11.parse_request_head(head)
-                if not relay.copy_body(reader, framing.request_framer(request), _Sink)[0]:
-                    return
-                kind, _, ident = request.target.lstrip(b"/").partition(b"-")
-                sock.sendall(_answer(kind, ident, rng))
-        except (OSError, http11.HttpError, relay.Closed):
-            return
+    def answer(request):
+        kind, _, ident = request.target.lstrip(b"/").partition(b"-")
+        return _answer(kind, ident, rng)
 
-    server = StreamServer(("127.0.0.1", 0), handle)
-    server.start()
-    return server
-
-
-class _Sink:
-    @staticmethod
-    def sendall(data):
-        pass
+    return helpers.scripted_origin(answer)
 
 
 def _answer(kind, ident, rng):

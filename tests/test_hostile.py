@@ -11,11 +11,10 @@ import gevent
 import gevent.pool
 import pytest
 import requests
-from gevent.server import StreamServer
 
 import helpers
-from localtunnel import relay, tunnel
-from helpers import FakeClient, new_tunnel, read_request_head, start_server_process, timed_visits
+from localtunnel import tunnel
+from helpers import FakeClient, new_tunnel, start_server_process, timed_visits
 
 #: How long a victim measures while an attack runs.
 WINDOW = 2.0
@@ -179,20 +178,11 @@ def hostile_origin(extra):
     from that request's answer by any HTTP/1.1 proxy (Node's agent included); only the origin's
     owner can send them, and its visitors are its own. What a visitor can make an origin send is
     covered by the smuggling test above."""
-    def handle(sock, _addr):
-        reader = relay.Reader(sock)
-        try:
-            while True:
-                head = reader.read_head(65536)
-                if not head:
-                    return
-                path = head.split(b" ", 2)[1]
-                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s%s" % (len(path), path, extra(path)))
-        except OSError:
-            return
+    def answer(request):
+        path = request.target
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s%s" % (len(path), path, extra(path))
 
-    server = StreamServer(("127.0.0.1", 0), handle)
-    server.start()
+    server = helpers.scripted_origin(answer)
     return server, server.server_port
 
 

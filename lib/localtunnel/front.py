@@ -4,17 +4,14 @@ Corresponds to the `server.on('request')` / `server.on('upgrade')` handlers in l
 server.js. Heads are read under a size and a time limit, so a slow or hostile sender holds only its
 own connection. Errors become a response in one place, `_handle`.
 """
-import errno
 import logging
-import os
 import socket
 import time
 
-import gevent
 from gevent.pool import Pool
-from gevent.server import StreamServer
 
 from . import protocol, relay, wsgi
+from .descriptors import Acceptor
 from .exchange import Failed, proxy_request
 from .framing import Fixed, request_framer
 from .http11 import HttpError, find_head_end, forward_request_head, parse_request_head, request_host
@@ -62,7 +59,7 @@ class Front:
         # An unbounded Pool, so stop() can end every visitor's greenlet. Not a bounded one: a full
         # pool stops accepting, and visitors would wait in the kernel's backlog with no answer.
         # Past --max-visitors each one gets a 503 at once instead (_handle).
-        self._server = _Acceptor((settings.address, settings.port), self._handle, spawn=Pool())
+        self._server = Acceptor((settings.address, settings.port), self._handle, spawn=Pool())
 
     @property
     def port(self):
@@ -231,33 +228,6 @@ class Front:
             self._send(sock, protocol.error_response(status, code, message))
         except (OSError, _SendTimeout):
             pass    # the visitor left or does not read; nothing to tell them
-
-
-class _Acceptor(StreamServer):
-    """A StreamServer that meets the open-file limit with a warning and a pause, not a traceback
-    per refused accept: the visitors wait in the backlog until descriptors free up."""
-
-    #: Seconds accepting pauses after EMFILE; gevent would log a traceback and back off too.
-    PAUSE = 0.1
-    _warned = -1e9      # when the last warning went out: one every 10 s is enough
-
-    def do_read(self):
-        try:
-            return super().do_read()
-        except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                raise
-        now = time.monotonic()
-        if now - _Acceptor._warned > 10:
-            _Acceptor._warned = now
-            log.warning("front: out of file descriptors (%s); pausing new connections", os.strerror(errno.EMFILE))
-        self.stop_accepting()
-        gevent.spawn_later(self.PAUSE, self._resume)
-        return None
-
-    def _resume(self):
-        if self.started:
-            self.start_accepting()
 
 
 def _log_access(ip, req, status, size, tunnel_id, waited, started, error=None):

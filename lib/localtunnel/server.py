@@ -3,23 +3,20 @@
 Corresponds to localtunnel/server's server.js + bin/server. Both entry points build one of these:
 `lt-server` directly, and `gunicorn -k gevent lt_server:app` inside its single gevent worker.
 """
-import dataclasses
 import logging
-import resource
 
 import gevent.monkey
 
 from .admission import Admission
 from .api import create_app
 from .deadlines import Deadlines, tick_for
+from .descriptors import fit_descriptor_limit
 from .front import Front
 from .metrics import Metrics
 from .registry import Registry
 
 log = logging.getLogger(__name__)
 
-#: Descriptors kept back for the process itself (listeners, logs, the event loop).
-FD_RESERVE = 64
 
 
 class NotPatched(RuntimeError):
@@ -56,28 +53,3 @@ class Server:
         self.front.stop()
         self.registry.close_all()
         log.info("server stopped")
-
-
-def fit_descriptor_limit(settings):
-    """(Settings whose --max-visitors fits the open-file limit, a warning to log or None).
-
-    Every visitor is a descriptor, and so is every tunnel socket. Past the limit accept() fails
-    with EMFILE, and visitors would wait unanswered instead of getting 503 `busy`. So the soft
-    limit is raised to the hard one, and --max-visitors lowered, with a warning, to half of what
-    is left after a reserve: the other half is for tunnel sockets."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass    # keep what we have; the check below still fits visitors into it
-    if soft == resource.RLIM_INFINITY:
-        return settings, None
-    room = max(1, (soft - FD_RESERVE) // 2)
-    if settings.max_visitors and settings.max_visitors <= room:
-        return settings, None
-    warning = ("the open-file limit is %d, room for about %d visitors: --max-visitors lowered from %s "
-               "to %d (raise it with `ulimit -n` or LimitNOFILE= in the systemd unit)"
-               % (soft, room, settings.max_visitors or "no limit", room))
-    return dataclasses.replace(settings, max_visitors=room), warning
