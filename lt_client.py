@@ -216,7 +216,7 @@ class Local:
     def close(self):
         if self.reader is not None:
             self.reader.sock.close()
-            self.reader = None
+            self.reader = self.probe = None
 
 
 def error_page(options, status, code, what):
