@@ -299,6 +299,27 @@ def timed_visits(port, name, seconds, path="/"):
     return latencies
 
 
+class ReconnectingClient:
+    """`count` tunnel sockets answered by `handler`, each reopened as soon as it closes (as real
+    clients do when the server retires a socket); `heads` collects every request head read."""
+
+    def __init__(self, info, handler=ok_handler, count=10):
+        self.info, self.handler, self.heads = info, handler, []
+        self.slots = [gevent.spawn(self._slot) for _ in range(count)]
+
+    def _slot(self):
+        while True:
+            client = FakeClient(self.info, 1, handler=self.handler)
+            client.heads = self.heads
+            try:
+                gevent.joinall(client.workers)
+            finally:
+                client.close()
+
+    def close(self):
+        gevent.killall(self.slots)
+
+
 class _Discard:
     @staticmethod
     def sendall(data):

@@ -228,32 +228,17 @@ def test_a_tunnel_socket_with_bytes_left_over_is_never_handed_to_a_waiting_visit
         sock.sendall(response + b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSTOLEN")
 
     # Like a real client, open a replacement whenever the server retires the socket.
-    client = gevent.spawn(keep_one_socket_open, info, answer_and_leave_more)
+    client = helpers.ReconnectingClient(info, answer_and_leave_more, count=1)
     try:
         helpers.wait_sockets(port, info["id"], 1)
         wrong = own_responses(port, info["id"], ["/w%d" % i for i in range(30)], concurrency=5)
     finally:
-        client.kill()
+        client.close()
     assert [w for w in wrong if w[1] == 200] == []
     assert len(wrong) <= 3, wrong
 
 
-def keep_one_socket_open(info, handler):
-    while True:
-        client = FakeClient(info, count=1, handler=handler)
-        try:
-            gevent.joinall(client.workers)
-        finally:
-            client.close()
-
-
-
 # --- a few cheap connections cannot lock a tunnel ------------------------------------------------
-
-def reconnecting_client(info, handler, count=10):
-    """`count` tunnel sockets answered by `handler`, each reopened when the server retires it."""
-    return [gevent.spawn(keep_one_socket_open, info, handler) for _ in range(count)]
-
 
 def read_body_then_answer(sock, head):
     """An origin that, like most, reads the whole declared body before it answers."""
@@ -278,7 +263,7 @@ def timed_visit(port, name, source="127.0.0.1", timeout=15):
 def tunnel_for_attack(procs, handler, *flags):
     port = start_server_process(procs, *flags)
     info = new_tunnel(port)
-    client = reconnecting_client(info, handler)
+    client = helpers.ReconnectingClient(info, handler)
     helpers.wait_sockets(port, info["id"], 10)
     return port, info["id"], client
 
@@ -300,7 +285,7 @@ def test_visitors_that_leave_mid_body_give_their_tunnel_sockets_back_at_once(pro
     for sock in attackers:
         sock.close()
     status, seconds = timed_visit(port, name)
-    gevent.killall(client)
+    client.close()
     assert status == 200 and seconds < 2, (status, seconds)
 
 
@@ -317,7 +302,7 @@ def test_visitors_that_never_read_a_large_response_are_cut_after_the_response_ti
     attackers = [request_from("127.0.0.1", port, get) for _ in range(10)]     # and never read
     gevent.sleep(0.3)
     status, seconds = timed_visit(port, name)
-    gevent.killall(client)
+    client.close()
     for sock in attackers:
         sock.close()
     # Sends to a visitor that reads nothing give up after --response-timeout; the victim's wait
@@ -342,7 +327,7 @@ def test_one_address_cannot_hold_every_socket_of_a_tunnel(procs):
     gevent.sleep(0.3)
     switched = sum(sock.recv(12) == b"HTTP/1.1 101" for sock in attackers[:8])
     status, seconds = timed_visit(port, name, source="127.0.0.3")
-    gevent.killall(client)
+    client.close()
     for sock in attackers:
         sock.close()
     assert switched == 8 == tunnel.visitor_share(10)

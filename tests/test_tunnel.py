@@ -124,22 +124,36 @@ def test_502_when_the_tunnel_socket_closes_before_answering_a_post(server):
     client.close()
 
 
-def test_idempotent_get_is_retried_once_on_another_socket(server):
+def test_idempotent_get_is_sent_again_until_a_socket_answers(server):
+    # Sockets die in clusters (issue 12): the npm client ends a tunnel socket whenever the
+    # origin closes its local connection. Four die here before the fifth answers.
     info = new_tunnel(server.port)
     calls = []
 
-    def first_dies(sock, head):
+    def first_four_die(sock, head):
         calls.append(head)
-        if len(calls) == 1:
+        if len(calls) <= 4:
             return False
         return helpers.ok_handler(sock, head)
 
-    client = FakeClient(info, 2, handler=first_dies)
-    wait_until(lambda: sockets_of(server, info["id"]) == 2, 2, "2 sockets")
+    client = FakeClient(info, 5, handler=first_four_die)
+    wait_until(lambda: sockets_of(server, info["id"]) == 5, 2, "5 sockets")
     answer = visit(server.port, info["id"], "/again")
     assert answer.status_code == 200 and answer.text == "GET /again HTTP/1.1"
-    assert len(calls) == 2
+    assert len(calls) == 5
     client.close()
+
+
+def test_a_get_that_kills_every_socket_is_sent_at_most_once_per_socket(make_server):
+    # A request that crashes the origin every time must not burn through sockets for ever.
+    server = make_server(max_sockets=3, socket_wait=5)
+    info = new_tunnel(server.port)
+    client = helpers.ReconnectingClient(info, lambda sock, head: False, count=3)
+    wait_until(lambda: (sockets_of(server, info["id"]) or 0) >= 3, 2, "3 sockets")
+    answer = visit(server.port, info["id"], "/crash")
+    client.close()
+    assert answer.status_code == 502 and answer.headers["X-Localtunnel-Status"] == "tunnel-closed"
+    assert len(client.heads) == 4       # the first try and one more per tunnel socket
 
 
 def test_waiting_visitors_are_answered_at_once_when_the_tunnel_is_removed(make_server):

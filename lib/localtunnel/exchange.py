@@ -15,7 +15,10 @@ from .tunnel import NoSocket, TunnelGone
 log = logging.getLogger(__name__)
 
 #: Safe to send twice: if a tunnel socket dies before answering one of these (and it had no
-#: body), it is retried once on another socket instead of failing the visitor.
+#: body), it is sent again on another socket instead of failing the visitor, for as long as
+#: --socket-wait allows and at most once per tunnel socket. Sockets die in clusters: the npm
+#: client ends its tunnel socket whenever its local connection ends, so an origin that closes
+#: after each response leaves several dying sockets at once, and one retry often met another.
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
 
@@ -31,22 +34,23 @@ def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines, 
     """Send one request through `tunnel` and its response to the visitor, whose `address` counts
     against its share of the tunnel's sockets. Returns (whether the visitor connection may carry
     another request, the forward.Outcome); raises Failed for an error page instead."""
-    retry = req.method in IDEMPOTENT and body_framer.done
+    retries = tunnel.max_sockets if req.method in IDEMPOTENT and body_framer.done else 0
     keep_alive = req.keep_alive
     waited = 0.0
+    deadline = time.monotonic() + settings.socket_wait
     while True:
         started = time.monotonic()
-        ts = _checkout(tunnel, settings, address)
+        ts = _checkout(tunnel, settings, address, max(0.0, deadline - started))
         waited += time.monotonic() - started
         try:
             outcome = forward(visitor, ts.reader, req, head, body_framer, settings, deadlines,
                               close_src=not keep_alive)
         except DestinationDied:
             tunnel.drop(ts)
-            if not retry:
+            if not retries or time.monotonic() >= deadline:
                 raise Failed(502, "tunnel-closed", _died_message(tunnel.id)) from None
-            retry = False
-            log.debug("tunnel %s: socket died before answering, retrying once", tunnel.id)
+            retries -= 1
+            log.debug("tunnel %s: socket died before answering, sending again", tunnel.id)
             continue
         except BaseException as exc:
             tunnel.drop(ts)     # state unknown: never hand it to another visitor
@@ -57,9 +61,9 @@ def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines, 
         return outcome.in_sync and outcome.keep_alive and keep_alive, outcome
 
 
-def _checkout(tunnel, settings, address):
+def _checkout(tunnel, settings, address, wait):
     try:
-        return tunnel.checkout(settings.socket_wait, address)
+        return tunnel.checkout(wait, address)
     except NoSocket:
         raise Failed(504, "no-free-socket", (
             "Tunnel %s is connected, but none of its connections came free within %g s.\n"
