@@ -66,7 +66,7 @@ from localtunnel.cli import ExitStatus, UsageError, fail, parse_command_line
 from localtunnel.deadlines import Deadlines, tick_for
 from localtunnel.forward import BadResponse, DestinationDied, ResponseTimeout, forward
 from localtunnel.framing import request_framer
-from localtunnel.http11 import HttpError, parse_request_head, replace_header
+from localtunnel.http11 import IDEMPOTENT_METHODS, HttpError, parse_request_head, replace_header
 
 PROG = "lt-client"
 log = logging.getLogger("localtunnel.lt_client")
@@ -181,15 +181,32 @@ class Local:
         self.options = options
         self.reader = None
         self.probe = None       # says whether the connection holds input we did not ask for
+        self.served = 0         # requests the current connection answered
+        self.proven = False     # the service keeps this connection open after a response
 
-    def get(self):
-        """(Reader, reused?) for the next request; raises LocalDown."""
-        if self.reader is not None and not self._maybe_stale():
+    def get(self, repeatable):
+        """(Reader, reused?) for the next request; raises LocalDown.
+
+        A request that cannot be sent twice (`repeatable` false: a body, or a method that is not
+        idempotent) goes on a reused connection only once the service has shown it keeps
+        connections open. Many dev servers answer HTTP/1.1 without `Connection: close` and close
+        anyway; their close can still be on its way when we look, and a POST sent into it is lost:
+        it cannot be sent again, since the service may have acted on it."""
+        if self.reader is not None and (repeatable or self.proven) and not self._maybe_stale():
             return self.reader, True
         self.close()
         self.reader = relay.Reader(self._connect())
         self.probe = relay.InputProbe(self.reader.sock)
         return self.reader, False
+
+    def answered(self, outcome):
+        """After a response: keep the connection for the next request, or close it."""
+        if not outcome.dst_reusable:
+            self.close()    # the next request on this tunnel socket opens a fresh one
+            return
+        self.served += 1
+        # Proof that the service keeps it open: it said so, or it already answered twice on it.
+        self.proven = self.proven or self.served >= 2 or outcome.response.has_token(b"connection", b"keep-alive")
 
     def _maybe_stale(self):
         # Any byte waiting here is not an answer to the request we are about to send: the rest
@@ -217,6 +234,7 @@ class Local:
         if self.reader is not None:
             self.reader.sock.close()
             self.reader = self.probe = None
+            self.served, self.proven = 0, False
 
 
 def error_page(options, status, code, what):
@@ -230,10 +248,11 @@ def error_page(options, status, code, what):
 def exchange(remote, local, req, head, framer, options):
     """One request to the local service. Returns (status, whether the tunnel socket is still
     at a message boundary and may carry the next request)."""
-    retry = framer.done     # a bodiless request can go again on a fresh local connection
+    # A bodiless idempotent request can go again on a fresh local connection.
+    retry = framer.done and req.method in IDEMPOTENT_METHODS
     while True:
         try:
-            conn, reused = local.get()
+            conn, reused = local.get(retry)
         except LocalDown as exc:
             remote.sock.sendall(error_page(options, 502, "local-unreachable", exc))
             return 502, False
@@ -254,8 +273,7 @@ def exchange(remote, local, req, head, framer, options):
             local.close()
             remote.sock.sendall(error_page(options, 504, "local-timeout", "no answer within %g s" % Limits.response_timeout))
             return 504, False
-        if not outcome.dst_reusable:
-            local.close()   # the next request on this tunnel socket opens a fresh one
+        local.answered(outcome)
         return outcome.response.status, outcome.in_sync
 
 

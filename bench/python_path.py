@@ -83,7 +83,8 @@ def server_path(requests, sent=None):
     server = Server(Settings(domain="localhost", address="127.0.0.1", port=0))
     ts = types.SimpleNamespace(reader=relay.Reader(MemorySocket(RESPONSE, 10 ** 12)))
     server.registry._tunnels["bench"] = types.SimpleNamespace(
-        id="bench", checkout=lambda _timeout, _visitor=None: ts, release=lambda _ts: None, drop=lambda _ts: None)
+        id="bench", max_sockets=10, checkout=lambda _timeout, _visitor=None: ts, release=lambda _ts: None,
+        drop=lambda _ts: None)
     return lambda: server.front._handle(MemorySocket(VISITOR_REQUEST, requests, sent), ("127.0.0.1", 40000))
 
 
@@ -93,7 +94,7 @@ def client_path(requests, sent=None):
     options = types.SimpleNamespace(host_header=b"127.0.0.1", print_requests=False, deadlines=Deadlines(0.1),
                                     local_host="127.0.0.1", port=80, tls=None)
     local = relay.Reader(MemorySocket(RESPONSE, 10 ** 12))
-    lt_client.Local.get = lambda _self: (local, True)    # a kept-alive local connection
+    lt_client.Local.get = lambda _self, _repeatable: (local, True)    # a kept-alive local connection
     return lambda: lt_client.serve_tunnel_socket(MemorySocket(FORWARDED_REQUEST, requests, sent), options)
 
 

@@ -10,17 +10,10 @@ import logging
 import time
 
 from .forward import BadResponse, DestinationDied, ResponseTimeout, forward
+from .http11 import IDEMPOTENT_METHODS
 from .tunnel import NoSocket, TunnelGone
 
 log = logging.getLogger(__name__)
-
-#: Safe to send twice: if a tunnel socket dies before answering one of these (and it had no
-#: body), it is sent again on another socket instead of failing the visitor, for as long as
-#: --socket-wait allows and at most once per tunnel socket. Sockets die in clusters: the npm
-#: client ends its tunnel socket whenever its local connection ends, so an origin that closes
-#: after each response leaves several dying sockets at once, and one retry often met another.
-IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
-
 
 class Failed(Exception):
     """The exchange failed before any response byte reached the visitor: answer with this."""
@@ -34,7 +27,11 @@ def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines, 
     """Send one request through `tunnel` and its response to the visitor, whose `address` counts
     against its share of the tunnel's sockets. Returns (whether the visitor connection may carry
     another request, the forward.Outcome); raises Failed for an error page instead."""
-    retries = tunnel.max_sockets if req.method in IDEMPOTENT and body_framer.done else 0
+    # If a tunnel socket dies before answering an idempotent request without a body, the request
+    # goes again on another socket, while --socket-wait allows and at most once per tunnel
+    # socket. Sockets die in clusters: the npm client ends its tunnel socket whenever its local
+    # connection ends, so an origin that closes after each response leaves several dying at once.
+    retries = tunnel.max_sockets if req.method in IDEMPOTENT_METHODS and body_framer.done else 0
     keep_alive = req.keep_alive
     waited = 0.0
     deadline = time.monotonic() + settings.socket_wait

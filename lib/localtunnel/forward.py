@@ -120,6 +120,8 @@ def _send_request(src, dst, head, framer, stall):
         raise DestinationDied() from exc
     if framer.done:
         return None, len(out)
+    if not src.buf:
+        relay.acknowledge_now(src.sock)     # a head alone: see _relay_response
     return gevent.spawn(_copy_request_body, src, framer, dst.sock, stall), len(out)
 
 
@@ -164,6 +166,11 @@ def _relay_response(src, dst, req, resp, raw, body, limits, stall):
         framer = response_framer(req.method, resp)
     except HttpError as exc:
         raise BadResponse(exc.message) from None
+    if not framer.done and not dst.buf:
+        # The head came alone and we are about to wait for the body. A sender with Nagle on
+        # (the npm client) holds the body until the head is acknowledged, and our kernel delays
+        # that ACK by 40 ms on a request/response connection: ask for it now.
+        relay.acknowledge_now(dst.sock)
     try:
         complete, sent = relay.copy_body(dst, framer, src.sock, prefix=raw, bound=stall)
     except (HttpError, _Stalled):

@@ -20,6 +20,9 @@ _VERSION = re.compile(rb"HTTP/1\.[01]")
 # Request targets: visible ASCII only; a space or control byte means a broken or hostile sender.
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection"))
+#: Methods safe to send twice (RFC 9110 9.2.2): a request of these, without a body, that died
+#: before any answer may be sent again on another connection.
+IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
 
 class HttpError(Exception):

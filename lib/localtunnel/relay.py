@@ -72,6 +72,15 @@ def send_all(sock, data, bound=None):
             sock.sendall(data)
 
 
+def acknowledge_now(sock):
+    """Send the ACK for what was read, now, instead of after the kernel's delayed-ACK timer.
+    TCP_QUICKACK leaves the delayed mode and pushes an ACK that is pending (Linux)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    except OSError:
+        pass    # gone, or not TCP: nothing to acknowledge
+
+
 class InputProbe:
     """Says, without waiting, whether a socket holds input nobody read yet: bytes, an EOF or an
     error. Checked before every reuse of a shared connection, so it must be cheap: poll(2) with a
