@@ -9,6 +9,7 @@ import pytest
 from gevent.server import StreamServer
 
 import helpers
+from localtunnel import tunnel
 
 #: A response slower than this is the 40 ms delayed-ACK stall, not ordinary loopback latency.
 STALL = 0.030
@@ -116,6 +117,9 @@ def answers(port, name, worker, count, method):
 @pytest.mark.node
 @pytest.mark.deadline(90)
 @pytest.mark.parametrize("kind, method, connections, count", [
+    ("node", "GET", 6, 10),         # the case: 2-3 of 60 were lost
+    ("node", "GET", 20, 30),
+    ("node", "POST", 20, 30),
     ("python", "GET", 20, 30),
     ("python", "POST", 20, 30),
 ])
@@ -130,4 +134,12 @@ def test_nothing_is_lost_to_an_origin_that_closes_after_each_response(procs, kin
         gevent.joinall(runs, raise_error=True)
     finally:
         origin.stop()
-    assert [bad for run in runs for bad in run.value] == []
+    lost = [bad for run in runs for bad in run.value]
+    if kind == "node" and method == "POST":
+        # A POST cannot be sent twice. Until the server has seen the npm client close sockets
+        # after responses (tunnel.CLOSES_TO_LEARN times), a POST handed a socket straight after
+        # its first response can meet the client's close: at most one per tunnel socket, in the
+        # first moments (README). After that nothing is lost, and the tunnel lives on.
+        assert len(lost) <= 10 and all(bad[0].endswith("-0") and bad[2] == "tunnel-closed" for bad in lost), lost
+    else:
+        assert lost == []

@@ -232,3 +232,34 @@ def test_oversized_response_head_is_a_502_for_the_visitor(make_server):
     answer = visit(server.port, info["id"], "/")
     assert answer.status_code == 502 and answer.headers["X-Localtunnel-Status"] == "bad-response"
     client.close()
+
+
+def test_a_client_that_closes_sockets_after_each_response_gets_them_closed_for_it(server):
+    # The npm client in front of an origin that closes after each response ends its tunnel
+    # socket right after the response; a request that reached it first broke the client for
+    # good (issue 12). Once seen three times, the server closes each socket after its response.
+    info = new_tunnel(server.port)
+
+    def answer_then_close(sock, head):
+        helpers.ok_handler(sock, head)
+        return False
+
+    client = helpers.ReconnectingClient(info, answer_then_close, count=3)
+    wait_until(lambda: (sockets_of(server, info["id"]) or 0) >= 3, 2, "3 sockets")
+    tunnel = server.registry.get(info["id"])
+    for i in range(20):
+        assert visit(server.port, info["id"], "/n%d" % i).text == "GET /n%d HTTP/1.1" % i
+    client.close()
+    assert tunnel.retires_sockets
+
+
+def test_a_client_that_keeps_its_sockets_keeps_them_reused(server):
+    info = new_tunnel(server.port)
+    client = FakeClient(info, 3)
+    wait_until(lambda: sockets_of(server, info["id"]) == 3, 2, "3 sockets")
+    with helpers.requests.Session() as session:
+        for i in range(20):
+            assert visit(server.port, info["id"], "/k%d" % i, session=session).status_code == 200
+    tunnel = server.registry.get(info["id"])
+    assert not tunnel.retires_sockets and sockets_of(server, info["id"]) == 3
+    client.close()

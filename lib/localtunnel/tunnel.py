@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 KEEPALIVE_IDLE = 30
 KEEPALIVE_INTERVAL = 10
 KEEPALIVE_COUNT = 3
+#: A client that closes a tunnel socket within this many seconds of a response, this many times,
+#: closes after every response: the npm client does when the service closes its connection after
+#: each response (many dev servers), and it breaks if a request reaches such a socket first.
+CLOSE_AFTER_RESPONSE = 0.05
+CLOSES_TO_LEARN = 3
 
 
 _GONE = object()     # handed to waiters when the tunnel is removed
@@ -47,21 +52,22 @@ class TunnelGone(Exception):
 class TunnelSocket:
     """A connection from the client, idle in the pool or checked out for one exchange."""
 
-    __slots__ = ("sock", "reader", "closed", "holder", "_watch", "_probe")
+    __slots__ = ("sock", "reader", "closed", "holder", "released", "_watch", "_probe")
 
     def __init__(self, sock):
         self.sock = sock
         self.reader = Reader(sock)
         self.closed = Event()
         self.holder = None      # the visitor address it is checked out to (None: idle or exempt)
+        self.released = None    # when its last response ended (time.monotonic())
         self._watch = gevent.get_hub().loop.io(sock.fileno(), 1)
         self._probe = InputProbe(sock)
 
-    def watch(self):
+    def watch(self, on_input):
         """While idle, any readable event means bytes or EOF nobody asked for: the local
-        service timed out or the client went away. The callback runs on the hub, so it only
-        flags; the socket's handler greenlet does the closing."""
-        self._watch.start(self.closed.set)
+        service timed out or the client went away. `on_input(self)` runs on the hub, so it
+        only flags; the socket's handler greenlet does the closing."""
+        self._watch.start(on_input, self)
 
     def unwatch(self):
         self._watch.stop()
@@ -92,6 +98,10 @@ class Tunnel:
         self._idle = []             # a stack: the most recently used socket is the least stale
         self._waiters = deque()     # (AsyncResult, visitor address) waiting, longest first
         self._held = Counter()      # visitor address -> sockets it holds now
+        self._quick_closes = 0      # sockets the client closed right after a response
+        #: Set once the client is seen closing sockets after each response: each socket is then
+        #: closed by us after its response, before a request can race the client's close.
+        self.retires_sockets = False
         self._expiry = None
         self._removed = False
         self._server = StreamServer((settings.address, 0), self._handle, spawn=Pool())
@@ -153,6 +163,26 @@ class Tunnel:
         log.debug("tunnel %s: socket closed (%d open)", self.id, len(self._sockets))
         if not self._sockets and not self._removed:
             self._arm_expiry(self._settings.grace)
+
+    def _client_closed(self, ts):
+        """The client closed (or wrote to) `ts` while it sat idle: seen on the hub."""
+        self._learn_from_close(ts)
+        ts.closed.set()
+
+    def _learn_from_close(self, ts):
+        """Count a close by the client within CLOSE_AFTER_RESPONSE of a response; past
+        CLOSES_TO_LEARN of them, retire every socket after its response from then on. The npm
+        client writes a request that reaches it just as its local connection closed into that
+        connection, fails, and then never replaces the tunnel socket: the tunnel would bleed
+        sockets until it died."""
+        if self.retires_sockets or ts.released is None:
+            return
+        if time.monotonic() - ts.released < CLOSE_AFTER_RESPONSE:
+            self._quick_closes += 1
+            if self._quick_closes >= CLOSES_TO_LEARN:
+                self.retires_sockets = True
+                log.info("tunnel %s: its client closes tunnel sockets after each response; "
+                         "closing each after its response from now on", self.id)
 
     def checkout(self, timeout, visitor=None):
         """An idle tunnel socket, exclusively the caller's until release() or drop().
@@ -233,15 +263,19 @@ class Tunnel:
         It is checked before anyone gets it: a byte that arrived after the response (an origin
         that sent more than it declared) would otherwise be read as the next visitor's answer."""
         self._unhold(ts)
+        ts.released = time.monotonic()
         if self._removed or ts.is_stale():
-            self.drop(ts)
+            self.drop(ts, died=not self._removed)
             return
         if not self._hand_over(ts):
-            ts.watch()
+            ts.watch(self._client_closed)
             self._idle.append(ts)
 
-    def drop(self, ts):
-        """Give up a socket whose state is unknown (cut-off or close-delimited exchange)."""
+    def drop(self, ts, died=False):
+        """Give up a socket whose state is unknown (cut-off or close-delimited exchange), or
+        that `died` under us: the client closed it."""
+        if died:
+            self._learn_from_close(ts)
         self._unhold(ts)
         ts.closed.set()
         # Its holder may be back under its share, with idle sockets it could not take before.
@@ -250,7 +284,7 @@ class Tunnel:
             if idle is None:
                 return
             if not self._hand_over(idle):
-                idle.watch()
+                idle.watch(self._client_closed)
                 self._idle.append(idle)
                 return
 
