@@ -25,6 +25,7 @@ tests/node/node_modules/.bin/lt: tests/node/package.json
 
 test-setup: setup tests/node/node_modules/.bin/lt
 	scripts/install-test-tools
+	scripts/install-reference-server
 
 bench: test-setup
 	$(PY) bench/run.py
