@@ -9,7 +9,6 @@ import pytest
 from gevent.server import StreamServer
 
 import helpers
-from localtunnel import tunnel
 
 #: A response slower than this is the 40 ms delayed-ACK stall, not ordinary loopback latency.
 STALL = 0.030
