@@ -1,7 +1,7 @@
 """Keep-alive through two trees of this project, alternately, on the same machine in the same minutes.
 
 The harness's runs drift by a quarter within a minute, so a change's cost shows only when the
-tree before it and the tree after it run back to back, more than once. Each tree runs with its own
+tree before it and the tree after it run back to back, more than once, in alternating order. Each tree runs with its own
 lib/ first on PYTHONPATH, so its server and client are its own even beside an editable install.
 
 Usage: .venv/bin/python bench/paired.py OLD_TREE NEW_TREE [--rounds 2] [--seconds 5]
@@ -50,7 +50,9 @@ def main(argv=None):
     trees = [os.path.abspath(tree) for tree in args.trees]
     for number in range(1, args.rounds + 1):
         print("round %d" % number, flush=True)
-        for tree in trees:
+        # A, B then B, A: the machine drifts within a round, and a fixed order would charge the
+        # drift to whichever tree always runs second.
+        for tree in (trees if number % 2 else trees[::-1]):
             for line in run_tree(tree, args.seconds):
                 print("  " + line, flush=True)
     return 0
