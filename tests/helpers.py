@@ -285,6 +285,16 @@ def start_server_process(start, *flags):
     return int(proc.wait_for(r"listening on 127\.0\.0\.1:(\d+)", 15).group(1))
 
 
+def tunnel_process_pair(start, kind, local_port):
+    """A server process and a `kind` client ("node" or "python") in front of `local_port`, its
+    ten sockets connected; returns (the server's public port, the tunnel's name)."""
+    port = start_server_process(start)
+    _, url = start_client(kind, start, port, local_port)
+    name = tunnel_name(url)
+    wait_sockets(port, name, 10)
+    return port, name
+
+
 def timed_visits(port, name, seconds, path="/"):
     """Sequential keep-alive GETs to tunnel `name` for `seconds`; returns each one's latency."""
     latencies = []

@@ -150,10 +150,7 @@ SMUGGLE = b"GET /attacker.html HTTP/1.1\r\nHost: x\r\n\r\n"
 def test_a_get_body_read_as_a_request_by_the_origin_never_answers_another_visitor(procs, static_site, kind):
     # The origin answers /p0.html, then reads the body as a request for /attacker.html and
     # answers that too, on the same connection. That answer must never reach anyone.
-    port = start_server_process(procs)
-    _, url = helpers.start_client(kind, procs, port, static_site)
-    name = helpers.tunnel_name(url)
-    helpers.wait_sockets(port, name, 10)
+    port, name = helpers.tunnel_process_pair(procs, kind, static_site)
 
     def attack():
         for _ in range(20):
@@ -203,10 +200,7 @@ EXTRAS = {
 def test_bytes_an_origin_sends_past_its_response_never_reach_another_visitor(procs, kind, extra):
     origin, origin_port = hostile_origin(EXTRAS[extra])
     try:
-        port = start_server_process(procs)
-        _, url = helpers.start_client(kind, procs, port, origin_port)
-        name = helpers.tunnel_name(url)
-        helpers.wait_sockets(port, name, 10)
+        port, name = helpers.tunnel_process_pair(procs, kind, origin_port)
         paths = ["/v%d" % i for i in range(120)]
         wrong = own_responses(port, name, paths, concurrency=6)
         # A visitor may get an error page when its socket was retired under it; never another's page.

@@ -57,10 +57,7 @@ def test_no_delayed_ack_stall_when_an_origin_writes_head_and_body_apart(procs, k
     # the kernel delayed by 40 ms: a quarter to all of the responses stalled.
     origin = split_write_origin()
     try:
-        port = helpers.start_server_process(procs)
-        _, url = helpers.start_client(kind, procs, port, origin.server_port)
-        name = helpers.tunnel_name(url)
-        helpers.wait_sockets(port, name, 10)
+        port, name = helpers.tunnel_process_pair(procs, kind, origin.server_port)
         # A few visitors at once, so several tunnel sockets are in play: the stall came and went
         # with the state of the one a visitor happened to get.
         runs = [gevent.spawn(sequential_latencies, port, name, 100) for _ in range(3)]
@@ -125,10 +122,7 @@ def answers(port, name, worker, count, method):
 def test_nothing_is_lost_to_an_origin_that_closes_after_each_response(procs, kind, method, connections, count):
     origin = close_after_response_origin()
     try:
-        port = helpers.start_server_process(procs)
-        _, url = helpers.start_client(kind, procs, port, origin.server_port)
-        name = helpers.tunnel_name(url)
-        helpers.wait_sockets(port, name, 10)
+        port, name = helpers.tunnel_process_pair(procs, kind, origin.server_port)
         runs = [gevent.spawn(answers, port, name, w, count, method) for w in range(connections)]
         gevent.joinall(runs, raise_error=True)
     finally:
