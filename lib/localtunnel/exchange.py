@@ -53,7 +53,7 @@ def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines, 
             tunnel.drop(ts)     # state unknown: never hand it to another visitor
             _raise_as_failed(tunnel, settings, exc)
             raise
-        (tunnel.release if outcome.dst_reusable and not tunnel.retires_sockets else tunnel.drop)(ts)
+        (tunnel.release if outcome.dst_reusable else tunnel.drop)(ts)
         outcome.waited = waited
         return outcome.in_sync and outcome.keep_alive and keep_alive, outcome
 

@@ -79,9 +79,7 @@ def forward(src, dst, req, head, body_framer, limits, deadlines, close_src=False
             return _upgrade(src, dst, resp, raw, body, limits.splice_idle_timeout)
         if close_src and resp.keep_alive:
             raw = closing_response_head(raw)
-        outcome = _relay_response(src, dst, req, resp, raw, body, limits, stall)
-        if carries_body and _body_maybe_unread(req, resp):
-            outcome.dst_reusable = False
+        outcome = _relay_response(src, dst, req, resp, raw, body, limits, stall, carries_body)
         outcome.bytes_in += sent
         outcome.bytes_out += interim
         return outcome
@@ -161,7 +159,7 @@ def _read_response_head(dst, limits, deadlines):
         raise BadResponse(exc.message) from None
 
 
-def _relay_response(src, dst, req, resp, raw, body, limits, stall):
+def _relay_response(src, dst, req, resp, raw, body, limits, stall, carries_body):
     try:
         framer = response_framer(req.method, resp)
     except HttpError as exc:
@@ -179,10 +177,12 @@ def _relay_response(src, dst, req, resp, raw, body, limits, stall):
     body_done = body is None or _finished(body, limits.body_settle)
     streamed = body.value[1] if body_done and body is not None else 0
     in_sync = complete and body_done and not framer.until_close
-    # Bytes already read past the response are not for the next visitor: retire dst.
     outcome = Outcome(resp, in_sync, bytes_in=streamed, bytes_out=sent)
     outcome.keep_alive = resp.keep_alive
-    outcome.dst_reusable = in_sync and outcome.keep_alive and not dst.buf
+    # Bytes already read past the response are not for the next visitor, nor is a connection
+    # whose destination may have left the request body unread: retire dst.
+    outcome.dst_reusable = (in_sync and outcome.keep_alive and not dst.buf
+                            and not (carries_body and _body_maybe_unread(req, resp)))
     return outcome
 
 

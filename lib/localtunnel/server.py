@@ -45,7 +45,8 @@ class Server:
         """Open the public port; raises front.BindError with advice when it cannot."""
         self.front.start()
         if self._fd_warning:
-            log.warning("%s", self._fd_warning)     # said once the server really runs        # With port 0 the OS chose; the API builds URLs from the port visitors really use.
+            log.warning("%s", self._fd_warning)     # said once the server really runs
+        # With port 0 the OS chose; the API builds URLs from the port visitors really use.
         self.settings.port = self.front.port
 
     def stop(self):

@@ -157,7 +157,12 @@ class Tunnel:
             self._expiry = None
         log.debug("tunnel %s: socket from %s (%d open)", self.id, addr, len(self._sockets))
         try:
-            self.release(ts)
+            # A new socket has carried no response, so not release(): with retires_sockets set,
+            # that would close every replacement the client opens.
+            if ts.is_stale():
+                ts.closed.set()     # bytes before any request: nothing a tunnel client sends
+            else:
+                self._offer(ts)
             ts.closed.wait()    # parked here until the socket is dropped; see TunnelSocket.watch
         finally:
             self._forget(ts)
@@ -273,10 +278,10 @@ class Tunnel:
         ts.released = time.monotonic()
         if self._removed or ts.has_unread():
             self.drop(ts, died=not self._removed)
-            return
-        if not self._hand_over(ts):
-            ts.watch(self._client_closed)
-            self._idle.append(ts)
+        elif self.retires_sockets:
+            self.drop(ts)   # see _learn_from_close
+        else:
+            self._offer(ts)
 
     def drop(self, ts, died=False):
         """Give up a socket whose state is unknown (cut-off or close-delimited exchange), or
@@ -288,12 +293,16 @@ class Tunnel:
         # Its holder may be back under its share, with idle sockets it could not take before.
         while self._waiters and self._idle:
             idle = self._pop_idle()
-            if idle is None:
+            if idle is None or not self._offer(idle):
                 return
-            if not self._hand_over(idle):
-                idle.watch(self._client_closed)
-                self._idle.append(idle)
-                return
+
+    def _offer(self, ts):
+        """Hand `ts` to a waiting visitor (True), or park it in the idle pool, watched."""
+        if self._hand_over(ts):
+            return True
+        ts.watch(self._client_closed)
+        self._idle.append(ts)
+        return False
 
     def remove(self):
         """Stop listening, close every socket and answer every waiter."""
