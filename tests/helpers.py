@@ -330,28 +330,24 @@ class ReconnectingClient:
         gevent.killall(self.slots)
 
 
-def relay_reader(sock):
-    """Our own buffered reader over `sock`, for test origins that read request heads."""
-    from localtunnel import relay
-
-    return relay.Reader(sock)
-
-
 class _Discard:
     @staticmethod
     def sendall(data):
         pass
 
 
-def scripted_origin(answer):
+def scripted_origin(answer, nodelay=False, close_after=False):
     """An origin in this process that reads each request whole, head and body, and sends what
-    `answer(parsed request)` returns in one write: for origins that misbehave on cue. Returns the
-    started StreamServer (its port is `server_port`)."""
+    `answer(parsed request)` returns: bytes in one write, or a tuple of bytes in as many writes.
+    With `nodelay` Nagle is off; with `close_after` it closes after each answer without saying
+    so. For origins that misbehave on cue. Returns the started StreamServer (`server_port`)."""
     from gevent.server import StreamServer
 
     from localtunnel import framing, http11, relay
 
     def handle(sock, _addr):
+        if nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = relay.Reader(sock)
         try:
             while True:
@@ -361,7 +357,11 @@ def scripted_origin(answer):
                 request = http11.parse_request_head(head)
                 if not relay.copy_body(reader, framing.request_framer(request), _Discard)[0]:
                     return
-                sock.sendall(answer(request))
+                writes = answer(request)
+                for data in (writes if isinstance(writes, tuple) else (writes,)):
+                    sock.sendall(data)
+                if close_after:
+                    return      # the server closes the socket when its handler returns
         except (OSError, http11.HttpError, relay.Closed):
             return
 

@@ -6,7 +6,6 @@ import time
 
 import gevent
 import pytest
-from gevent.server import StreamServer
 
 import helpers
 
@@ -17,19 +16,8 @@ STALL = 0.030
 def split_write_origin():
     """An origin that sends each response's head and its 1 KiB body in two writes with Nagle off,
     as nginx does with `sendfile on`."""
-    def handle(sock, _addr):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        reader = helpers.relay_reader(sock)
-        try:
-            while reader.read_head(65536):
-                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1024\r\n\r\n")
-                sock.sendall(b"x" * 1024)
-        except OSError:
-            return
-
-    server = StreamServer(("127.0.0.1", 0), handle)
-    server.start()
-    return server
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1024\r\n\r\n"
+    return helpers.scripted_origin(lambda request: (head, b"x" * 1024), nodelay=True)
 
 
 def sequential_latencies(port, name, count):
@@ -74,28 +62,11 @@ def close_after_response_origin():
     """An origin that answers HTTP/1.1 without `Connection: close`, then closes anyway, as many
     dev servers do (Python's http.server with protocol_version HTTP/1.1 and close_connection).
     Each answer is the request's path; a POST's body is read first."""
-    def handle(sock, _addr):
-        reader = helpers.relay_reader(sock)
-        try:
-            head = reader.read_head(65536)
-            if not head:
-                return
-            path = head.split(b" ", 2)[1]
-            length = int(head.lower().partition(b"content-length:")[2].split(b"\r\n")[0] or 0)
-            while len(reader.buf) < length:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                reader.buf += data
-            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path))
-        except OSError:
-            pass
-        finally:
-            sock.close()
+    def answer(request):
+        path = request.target
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path)
 
-    server = StreamServer(("127.0.0.1", 0), handle)
-    server.start()
-    return server
+    return helpers.scripted_origin(answer, close_after=True)
 
 
 def answers(port, name, worker, count, method):
