@@ -6,7 +6,7 @@ here touches a socket, so framers are tested fed whole, byte by byte and in rand
 """
 import re
 
-from .http11 import HttpError
+from .http11 import FIELD_LINE, FIELD_VALUE_BYTE, HttpError
 
 #: A chunk-size line or trailer line longer than this is an attack, not HTTP.
 MAX_LINE = 8192
@@ -18,8 +18,8 @@ LINES_PER_FEED = 512
 
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 # What may follow a chunk size: extensions (`;name=value`), no control byte but HTAB.
-_EXTENSION = re.compile(rb"[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?")
-_TRAILER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*")
+_EXTENSION = re.compile(rb"[ \t]*(?:;" + FIELD_VALUE_BYTE + rb"*)?")
+_TRAILER_LINE = re.compile(FIELD_LINE)
 
 
 def _content_length(head, status):

@@ -94,10 +94,14 @@ def find_head_end(buf, start=0):
     return -1 if at < 0 else at + 4
 
 
-# Every header line at once, in one C-level pass: `name:value`, the name a token, the value free
-# of control bytes but HTAB (NUL, ESC, a bare CR or LF: what smuggles or reaches a terminal raw).
-# It refuses obs-fold (a line starting with whitespace) and "Name : value" too.
-_FIELD_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+#: A byte a field value may hold: anything but a control byte, HTAB excepted (NUL, ESC, a bare CR
+#: or LF: what smuggles a request or reaches a terminal raw). A regex character class.
+FIELD_VALUE_BYTE = rb"[^\x00-\x08\x0a-\x1f\x7f]"
+#: One header (or chunked trailer) line without its CRLF: `name:value`, the name a token. It
+#: refuses obs-fold (a line starting with whitespace) and "Name : value" too.
+FIELD_LINE = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:" + FIELD_VALUE_BYTE + rb"*"
+# Every header line at once, in one C-level pass.
+_FIELD_BLOCK = re.compile(rb"(?:" + FIELD_LINE + rb"\r\n)*")
 
 
 def _split_head(head, status, max_fields, too_many):
