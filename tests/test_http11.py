@@ -68,6 +68,16 @@ def test_rejects_malformed_request_heads(head, status):
     assert info.value.status == status
 
 
+def test_header_line_limit_is_exact_for_the_shortest_lines():
+    # The count is skipped for blocks too short to hold too many lines: the boundary must hold
+    # for the shortest possible line, `a:`.
+    assert len(parse_request_head(b"GET / HTTP/1.1\r\n" + b"a:\r\n" * 100 + b"\r\n").lines) == 100
+    assert len(parse_response_head(b"HTTP/1.1 200 OK\r\n" + b"a:\r\n" * 256 + b"\r\n").lines) == 256
+    with pytest.raises(HttpError) as info:
+        parse_response_head(b"HTTP/1.1 200 OK\r\n" + b"a:\r\n" * 257 + b"\r\n")
+    assert info.value.status == 502
+
+
 def test_response_head_and_garbage_from_a_tunnel():
     resp = parse_response_head(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n")
     assert resp.status == 404 and resp.get(b"content-length") == b"3"

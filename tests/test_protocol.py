@@ -114,13 +114,18 @@ def test_token_matches_bearer_or_basic_password(header, ok):
     assert protocol.token_matches(header, "s3cret") is ok
 
 
-def test_host_routing_cache_remembers_names_not_raw_hosts():
+def test_host_routing_cache_remembers_only_short_hosts():
     # Issue 11: 4,200 unique 32 KB Host values once grew the server by 130 MB for good.
-    cache = protocol._tunnel_id_for_name
+    cache = protocol._tunnel_id_for_raw_host
     cache.cache_clear()
     for i in range(50):
         assert protocol.tunnel_id_for_host("x%d." % i + "a" * 32768 + ".localhost") is not None
     assert cache.cache_info().currsize == 0
-    for spelling in ("Calm-Otter.localhost", "calm-otter.LOCALHOST:80", " calm-otter.localhost.:8080"):
+    for spelling in ("Calm-Otter.localhost", "calm-otter.LOCALHOST:80", " calm-otter.localhost.:8080",
+                     " " * 300 + "calm-otter.localhost"):
         assert protocol.tunnel_id_for_host(spelling) == "calm-otter"
-    assert cache.cache_info().currsize == 1
+    assert cache.cache_info().currsize == 3
+    # Endless short spellings stay within the cache's bound.
+    for port in range(10000):
+        protocol.tunnel_id_for_host("calm-otter.localhost:%d" % port)
+    assert cache.cache_info().currsize == cache.cache_info().maxsize

@@ -110,7 +110,9 @@ def _split_head(head, status, max_fields, too_many):
     start, _, block = text.partition(b"\r\n")
     if not block:
         return start, []
-    if block.count(b"\n") >= max_fields:    # counted in C before any per-line work
+    # Counted in C before any per-line work; a line takes at least 4 bytes (`x:` and CRLF), so
+    # a short block, nearly every head, cannot hold too many.
+    if len(block) >= 4 * max_fields and block.count(b"\n") >= max_fields:
         raise HttpError(too_many, "more than %d header lines" % max_fields)
     if not _FIELD_BLOCK.fullmatch(block + b"\r\n"):
         raise HttpError(status, "malformed header line")
@@ -167,9 +169,10 @@ def request_host(req):
     hosts = req.fields.get(b"host", ())
     if len(hosts) > 1:
         raise HttpError(400, "more than one Host header")
-    authority = _authority(req)
-    if authority is not None:
-        return authority.decode("latin-1")
+    if req.target[:1] != b"/":      # origin-form, nearly every request, names no authority
+        authority = _authority(req)
+        if authority is not None:
+            return authority.decode("latin-1")
     return hosts[0].decode("latin-1") if hosts else None
 
 
