@@ -15,6 +15,8 @@ import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LT = os.path.join(ROOT, "tests", "node", "node_modules", ".bin", "lt")
+#: The @n8n/localtunnel library opening one tunnel at its defaults (it has no command of its own).
+N8N_LT = os.path.join(ROOT, "tests", "node", "n8n-lt.js")
 
 
 class Proc:
@@ -77,9 +79,18 @@ def node_client_argv(server_port, local_port, subdomain=None, extra=()):
     return argv + (["--subdomain", subdomain] if subdomain else []) + list(extra)
 
 
+def n8n_client_argv(server_port, local_port, subdomain=None, extra=()):
+    argv = ["node", N8N_LT, "--host", "http://localhost:%d" % server_port, "--port", str(local_port)]
+    return argv + (["--subdomain", subdomain] if subdomain else []) + list(extra)
+
+
+CLIENT_ARGV = {"node": node_client_argv, "n8n": n8n_client_argv, "python": our_client_argv}
+
+
 def start_client(kind, start, server_port, local_port, subdomain=None, extra=()):
-    """A tunnel client subprocess, "node" (npm lt) or "python" (ours); returns (proc, url)."""
-    make_argv = node_client_argv if kind == "node" else our_client_argv
+    """A tunnel client subprocess, "node" (npm lt), "n8n" (@n8n/localtunnel) or "python" (ours);
+    returns (proc, url)."""
+    make_argv = CLIENT_ARGV[kind]
     proc = start(make_argv(server_port, local_port, subdomain, extra))
     url = proc.wait_for(r"your url is: (\S+)", 15).group(1)
     return proc, url
@@ -286,7 +297,7 @@ def start_server_process(start, *flags):
 
 
 def tunnel_process_pair(start, kind, local_port):
-    """A server process and a `kind` client ("node" or "python") in front of `local_port`, its
+    """A server process and a `kind` client (see start_client) in front of `local_port`, its
     ten sockets connected; returns (the server's public port, the tunnel's name)."""
     port = start_server_process(start)
     _, url = start_client(kind, start, port, local_port)
