@@ -3,6 +3,7 @@ hand-written record of what each change bought) is kept as it was."""
 import os
 
 from scenarios import CLIENTS, FLOORS, LABEL
+import users
 
 NOTES = "<!-- Hand-written notes below this line are kept when the harness rewrites the file. -->"
 
@@ -71,7 +72,81 @@ def _ms(value):
     return "–" if value is None else "%.2f ms" % value
 
 
-def write(path, meta, results, memory, first):
+def users_lines(results, node_missing):
+    """The section on stock clients at default flags and origins as shipped (bench/users.py)."""
+    lines = ["## As users run it", "",
+             "Stock clients at their default flags (`lt --host URL --port N`, our `lt_client.py -h URL -p N`, "
+             "@n8n/localtunnel opened at its defaults by tests/node/n8n-lt.js), nginx as Debian ships it "
+             "(`sendfile on; tcp_nopush on`: head and body leave in two writes) and an origin that answers "
+             "HTTP/1.1 and closes after each response without saying so (bench/closing_origin.py). "
+             "× direct compares with the same origin reached directly, × Node with the Node.js localtunnel "
+             "server + npm lt in the same scenario, same run.", ""]
+    if node_missing:
+        lines += ["No Node server column in this run: %s." % node_missing, ""]
+    lines += ["### Targets (issue 12)", "", "| figure | target | measured |", "|---|---|---|"]
+    lines += ["| %s | %s | %s |" % row for row in users_targets(results)]
+    lines += ["", "### Every figure", "",
+              "| scenario | path | rate | p50 | p99 | errors of requests | × direct | × Node |",
+              "|---|---|---|---|---|---|---|---|"]
+    for (scenario, path), r in results.items():
+        field, unit = ("mbps", "MB/s") if scenario == "download" else ("rps", "req/s")
+        exact = "" if "exact" not in r else (" ✓ exact" if r["exact"] else " ✗ CORRUPT")
+        lines.append("| %s | %s | %.1f %s%s | %s | %s | %d of %d | %s | %s |" % (
+            users.SCENARIOS[scenario][0], users.LABEL[path], r[field], unit, exact, _ms(r["p50"]), _ms(r["p99"]),
+            r["errors"], r["requests"], _times(results, scenario, "direct", path, field),
+            _times(results, scenario, "node+npm", path, field)))
+    return lines
+
+
+def _times(results, scenario, base, path, field):
+    """`path`'s figure as a multiple of `base`'s in the same scenario, or – when either is absent."""
+    if path == base or (scenario, base) not in results or not results[scenario, base][field]:
+        return "–"
+    return "%.3f" % (results[scenario, path][field] / results[scenario, base][field])
+
+
+def users_targets(results):
+    """(figure, target, measured with a verdict) for each of issue 12's targets."""
+    def get(scenario, path, field):
+        return results.get((scenario, path), {}).get(field)
+
+    def ratio(scenario, path, base, field="rps"):
+        mine, theirs = get(scenario, path, field), get(scenario, base, field)
+        return None if mine is None or not theirs else mine / theirs
+
+    def cell(value, ok, text):
+        return "not measured (see above)" if value is None else "%s %s" % (text % value, _verdict(ok(value)))
+
+    rows = []
+    for scenario, what in (("keepalive", "keep-alive"), ("close", "`Connection: close`")):
+        value = ratio(scenario, "ours+npm", "node+npm")
+        rows.append(("npm lt through our server, %s req/s" % what, "≥ 2 × the Node server",
+                     cell(value, lambda v: v >= 2, "%.2f ×")))
+    value = get("keepalive", "ours+npm", "p50")
+    rows.append(("npm lt through our server, keep-alive p50", "≤ 5 ms", cell(value, lambda v: v <= 5, "%.2f ms")))
+    for path in ("ours+npm", "ours+n8n", "ours+python"):
+        value = get("one", path, "p50")
+        rows.append(("one keep-alive visitor, split-write origin, median, %s" % users.PATHS[path][1], "≤ 2 ms",
+                     cell(value, lambda v: v <= 2, "%.2f ms")))
+    for scenario, path, least in (("closing-get", "ours+python", 600), ("closing-post", "ours+python", 600),
+                                  ("closing-6", "ours+npm", 60)):
+        r = results.get((scenario, path))
+        text = None if r is None else "%d lost of %d %s" % (r["errors"], r["requests"], _verdict(
+            r["errors"] == 0 and r["requests"] >= least))
+        rows.append(("%s, %s" % (users.SCENARIOS[scenario][0], users.PATHS[path][1]),
+                     "0 lost of ≥ %d" % least, text or "not measured"))
+    for scenario, field, bound, text in (("keepalive", "rps", 0.20, "≥ 0.20 × direct"),
+                                         ("close", "rps", 0.15, "≥ 0.15 × direct"),
+                                         ("download", "mbps", 0.40, "≥ 0.40 × direct")):
+        value = ratio(scenario, "ours+python", "direct", field)
+        rows.append(("our pair, distro nginx, %s" % users.SCENARIOS[scenario][0], text,
+                     cell(value, lambda v, b=bound: v >= b, "%.3f ×")))
+    value = get("keepalive", "ours+python", "p99")
+    rows.append(("our pair, distro nginx, keep-alive p99", "≤ 10 ms", cell(value, lambda v: v <= 10, "%.2f ms")))
+    return rows
+
+
+def write(path, meta, results, memory, first, users_results=None, node_missing=None):
     lines = [
         "# Benchmark results",
         "",
@@ -101,8 +176,10 @@ def write(path, meta, results, memory, first):
               "- client RSS after the load: " + ", ".join(
                   "%s %.1f MB" % (("our client" if k == "python" else "npm lt"), v) for k, v in first["rss"].items()),
               "", "## The floors of a gevent design", "",
-              *floor_lines(results),
-              "", NOTES]
+              *floor_lines(results), ""]
+    if users_results is not None:
+        lines += users_lines(users_results, node_missing) + [""]
+    lines.append(NOTES)
     lines.append(_old_notes(path))
     with open(path, "w") as out:
         out.write("\n".join(lines).rstrip() + "\n")

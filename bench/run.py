@@ -2,7 +2,9 @@
 
 Runs, in one invocation and side by side, direct to nginx, our server + our client, and our
 server + the npm `lt` client (and, for the keep-alive scenario, two floors: what gevent processes
-that do the least work cost), then writes bench/RESULTS.md. Installs wrk and nginx from Debian
+that do the least work cost); then the paths users run (bench/users.py: stock clients at default
+flags, nginx as distributions ship it, an origin that closes after each response, and the Node.js
+localtunnel server beside ours); then writes bench/RESULTS.md. Installs wrk and nginx from Debian
 when they are missing. A progress line on stderr says what it is doing.
 """
 from gevent import monkey
@@ -19,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report  # noqa: E402
 import scenarios as sc  # noqa: E402
 import tools  # noqa: E402
+import users  # noqa: E402
 
 TARGETS = ("direct",) + sc.CLIENTS
 #: The keep-alive rounds also run the floors, so each is compared with direct seconds apart.
@@ -82,9 +85,12 @@ def main(argv=None):
         rig.stop()
     tools.progress("server memory with 1,000 tunnels of 10 idle sockets")
     memory = sc.server_memory()
+    users_results, node_missing = users.measure(site, args.seconds)
+    if node_missing:
+        tools.progress("no Node server column: " + node_missing)
     meta = dict(tools.versions(), seconds=args.seconds, date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
                 command="python bench/run.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(argv or sys.argv[1:])))
-    report.write(args.out, meta, results, memory, first)
+    report.write(args.out, meta, results, memory, first, users_results, node_missing)
     tools.progress("wrote %s" % os.path.relpath(args.out, tools.ROOT))
     return 0
 

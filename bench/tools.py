@@ -198,12 +198,15 @@ def _ms(text):
     return float(number) * _UNITS[unit]
 
 
-def run_wrk(url, host, seconds, connections, extra_headers=()):
+def run_wrk(url, host, seconds, connections, extra_headers=(), script=None):
     """wrk's figures: rps, MB/s, p50/p99 latency in ms, errors (socket errors + non-2xx/3xx).
-    A report we cannot read is run once more, then an error that shows it."""
+    `script`: a wrk Lua script (e.g. one that POSTs). A report we cannot read is run once more,
+    then an error that shows it."""
     argv = ["wrk", "-t1", "-c%d" % connections, "-d%ds" % seconds, "--latency", "-H", "Host: " + host]
     for header in extra_headers:
         argv += ["-H", header]
+    if script is not None:
+        argv += ["-s", script]
     for attempt in (1, 2):
         text = subprocess.run(argv + [url], capture_output=True, text=True, check=True).stdout
         try:

@@ -1,12 +1,13 @@
-"""As users run it, in one run (issue 12; not yet part of `make bench`): the npm `lt` client at
-its default flags through our server and through the Node.js server, in front of nginx as
-distributions ship it (`sendfile on; tcp_nopush on`) and in front of an origin that closes after
-each response.
+"""As users run it (issue 12), a part of `make bench`: stock clients at their default flags, in
+front of nginx as distributions ship it (`sendfile on; tcp_nopush on`) and of an origin that
+closes after each response, through our server and, beside it in the same run, the Node.js
+localtunnel server (../shared/anchors, installed by scripts/install-reference-server).
 
-Usage: make test-setup && .venv/bin/python bench/users.py   (wrk and nginx come with `make
-bench`, the Node server with scripts/install-reference-server). One line per path; each wrk run
-lasts 5 s with one thread.
+Without the Node server the harness says why and leaves its column empty. Alone:
+`.venv/bin/python bench/users.py [--seconds 5]` prints one line per figure (after `make bench`
+has installed wrk and nginx once).
 """
+import argparse
 import json
 import os
 import sys
@@ -15,9 +16,11 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tools import NODE_LT, OUT, ROOT, Proc, free_port, run_wrk, wait_listening  # noqa: E402
+from scenarios import _download_digest, _file_digest  # noqa: E402
+from tools import NODE_LT, OUT, ROOT, Proc, free_port, prepare_site, progress, run_wrk, wait_listening  # noqa: E402
 
 REFERENCE = os.path.join(ROOT, "tests", "node", "reference-server")
+N8N_LT = os.path.join(ROOT, "tests", "node", "n8n-lt.js")
 PY = sys.executable
 
 NGINX_AS_SHIPPED = """worker_processes 1;
@@ -33,71 +36,164 @@ http {{
 }}
 """
 
+#: A POST of 1 KiB, for the origin that closes after each response.
+POST_SCRIPT = 'wrk.method = "POST"\nwrk.body = string.rep("p", 1024)\n' \
+              'wrk.headers["Content-Type"] = "application/octet-stream"\n'
 
-def start_nginx(procs):
-    root = os.path.join(OUT, "users-site")
-    os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, "1k"), "wb") as out:
-        out.write(b"x" * 1024)
-    port = free_port()
-    conf = os.path.join(OUT, "users-nginx.conf")
-    with open(conf, "w") as out:
-        out.write(NGINX_AS_SHIPPED.format(out=OUT, port=port, root=root))
-    procs.append(Proc("users-nginx", ["nginx", "-c", conf, "-g", "daemon off;"]))
-    wait_listening(port)
-    return port
-
-
-def start(procs, name, argv, port):
-    procs.append(Proc(name, argv))
-    wait_listening(port)
-    return port
-
-
-def npm_tunnel(procs, server_port, local_port, name):
-    """The npm client at its default flags; the tunnel's Host once its 10 sockets are up."""
-    proc = Proc(name, [NODE_LT, "--host", "http://localhost:%d" % server_port, "--port", str(local_port)])
-    procs.append(proc)
-    tunnel_id = proc.wait_for(r"your url is: https?://([^.]+)\.").group(1)
-    status = "http://127.0.0.1:%d/api/tunnels/%s/status" % (server_port, tunnel_id)
-    deadline = time.monotonic() + 20
-    while json.load(urllib.request.urlopen(status))["connected_sockets"] < 10:
-        if time.monotonic() > deadline:
-            raise RuntimeError("%s never had 10 sockets" % tunnel_id)
-        time.sleep(0.05)
-    return tunnel_id + ".localhost"
-
-
-def line(label, port, host, connections, headers=()):
-    r = run_wrk("http://127.0.0.1:%d/1k" % port, host, 5, connections, headers)
-    print("%-58s %8.0f req/s  p50 %6.2f ms  errors %d of %d" % (label, r["rps"], r["p50"], r["errors"], r["requests"]),
-          flush=True)
+#: Paths through a tunnel: (server, client), each at its default flags.
+PATHS = {
+    "ours+python": ("our server", "our client"),
+    "ours+npm": ("our server", "npm lt"),
+    "ours+n8n": ("our server", "@n8n/localtunnel"),
+    "node+npm": ("Node server", "npm lt"),
+}
+LABEL = dict({"direct": "direct"}, **{key: "%s + %s" % pair for key, pair in PATHS.items()})
+#: scenario: (title, connections, request headers, POST?)
+SCENARIOS = {
+    "keepalive": ("1 KiB GET, 50 keep-alive connections", 50, (), False),
+    "close": ("1 KiB GET, `Connection: close`, 50 connections", 50, ("Connection: close",), False),
+    "one": ("1 KiB GET, one keep-alive visitor", 1, (), False),
+    "download": ("64 MiB download, one connection (byte-exact checked)", 1, (), False),
+    "closing-get": ("closing origin: GET, 20 keep-alive connections", 20, (), False),
+    "closing-post": ("closing origin: 1 KiB POST, 20 keep-alive connections", 20, (), True),
+    "closing-6": ("closing origin: GET, 6 keep-alive connections", 6, (), False),
+}
+#: Which paths run which scenario. The closing origin at 20 connections is for our client: the
+#: npm client cannot survive it whatever the server does (README, "Stock clients").
+PLAN = {
+    "keepalive": ("direct", "ours+python", "ours+npm", "node+npm"),
+    "close": ("direct", "ours+python", "ours+npm", "node+npm"),
+    "one": ("direct", "ours+python", "ours+npm", "ours+n8n", "node+npm"),
+    "download": ("direct", "ours+python", "ours+npm", "node+npm"),
+    "closing-get": ("ours+python",),
+    "closing-post": ("ours+python",),
+    "closing-6": ("ours+npm", "node+npm"),
+}
 
 
-def main():
-    os.makedirs(OUT, exist_ok=True)
-    procs = []
-    try:
-        nginx = start_nginx(procs)
-        closer = free_port()
-        start(procs, "users-closing-origin", [PY, os.path.join(ROOT, "bench", "closing_origin.py"), str(closer)], closer)
-        ours, node = free_port(), free_port()
-        start(procs, "users-our-server", [PY, "lt_server.py", "--port", str(ours), "--address", "127.0.0.1",
-                                          "--domain", "localhost", "--log-level", "warning"], ours)
-        start(procs, "users-node-server", ["node", "-r", os.path.join(REFERENCE, "node_modules", "esm"),
-                                           os.path.join(REFERENCE, "bin", "server"), "--port", str(node),
-                                           "--address", "127.0.0.1", "--domain", "localhost"], node)
-        line("direct to nginx, keep-alive", nginx, "127.0.0.1", 50)
-        line("direct to nginx, Connection: close", nginx, "127.0.0.1", 50, ["Connection: close"])
-        for label, server in (("our server", ours), ("Node server", node)):
-            host = npm_tunnel(procs, server, nginx, "users-lt-%d-nginx" % server)
-            line("%s + npm lt -> nginx, keep-alive" % label, server, host, 50)
-            line("%s + npm lt -> nginx, Connection: close" % label, server, host, 50, ["Connection: close"])
-            host = npm_tunnel(procs, server, closer, "users-lt-%d-closer" % server)
-            line("%s + npm lt -> closing origin, 6 keep-alive" % label, server, host, 6)
-    finally:
-        for proc in reversed(procs):
+def node_server_missing():
+    """Why the Node server cannot run here, or None."""
+    if not os.path.exists(os.path.join(REFERENCE, "bin", "server")):
+        return ("the Node.js reference server is not installed (it comes from ../shared/anchors "
+                "through scripts/install-reference-server; ../shared is absent or was not installed)")
+    return None
+
+
+class UsersRig:
+    """Distro nginx, the closing origin, our server, the Node server when present, and one tunnel
+    per (path, origin) at default flags."""
+
+    def __init__(self, site):
+        self.procs, self.site = [], site
+        self.nginx = self._start_nginx()
+        self.closer = self._listen("users-closing-origin", lambda port: [
+            PY, os.path.join(ROOT, "bench", "closing_origin.py"), str(port)])
+        self.servers = {"our server": self._listen("users-our-server", lambda port: [
+            PY, "lt_server.py", "--port", str(port), "--address", "127.0.0.1", "--domain", "localhost",
+            "--log-level", "warning"])}
+        self.node_missing = node_server_missing()
+        if self.node_missing is None:
+            self.servers["Node server"] = self._listen("users-node-server", lambda port: [
+                "node", "-r", os.path.join(REFERENCE, "node_modules", "esm"), os.path.join(REFERENCE, "bin", "server"),
+                "--port", str(port), "--address", "127.0.0.1", "--domain", "localhost"])
+        self.tunnels = {}   # (path, origin) -> (port, Host)
+
+    def paths(self):
+        return [path for path in LABEL if path == "direct" or PATHS[path][0] in self.servers]
+
+    def target(self, path, origin="nginx"):
+        """(port, Host) of `path` to `origin` ("nginx" or "closer"); tunnels open on first use."""
+        if path == "direct":
+            return (self.nginx if origin == "nginx" else self.closer), "127.0.0.1"
+        if (path, origin) not in self.tunnels:
+            self.tunnels[path, origin] = self._tunnel(path, self.nginx if origin == "nginx" else self.closer)
+        return self.tunnels[path, origin]
+
+    def _start_nginx(self):
+        port = free_port()
+        conf = os.path.join(OUT, "users-nginx.conf")
+        with open(conf, "w") as out:
+            out.write(NGINX_AS_SHIPPED.format(out=OUT, port=port, root=self.site))
+        self.procs.append(Proc("users-nginx", ["nginx", "-c", conf, "-p", OUT, "-g", "daemon off;"]))
+        wait_listening(port)
+        return port
+
+    def _listen(self, name, argv_for):
+        port = free_port()
+        self.procs.append(Proc(name, argv_for(port)))
+        wait_listening(port)
+        return port
+
+    def _tunnel(self, path, local):
+        """A client at its default flags; the tunnel's (port, Host) once its 10 sockets are up."""
+        server_name, client = PATHS[path]
+        server = self.servers[server_name]
+        host = "http://localhost:%d" % server
+        argv = {"our client": [PY, "lt_client.py", "-h", host, "-p", str(local)],
+                "npm lt": [NODE_LT, "--host", host, "--port", str(local)],
+                "@n8n/localtunnel": ["node", N8N_LT, "--host", host, "--port", str(local)]}[client]
+        proc = Proc("users-%s-%d" % (path, local), argv)
+        self.procs.append(proc)
+        tunnel_id = proc.wait_for(r"your url is: https?://([^.]+)\.").group(1)
+        _wait_sockets(server, tunnel_id)
+        return server, tunnel_id + ".localhost"
+
+    def stop(self):
+        for proc in reversed(self.procs):
             proc.stop()
+
+
+def _wait_sockets(server, tunnel_id, count=10, timeout=20):
+    status = "http://127.0.0.1:%d/api/tunnels/%s/status" % (server, tunnel_id)
+    deadline = time.monotonic() + timeout
+    while json.load(urllib.request.urlopen(status, timeout=5))["connected_sockets"] < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("tunnel %s never had %d sockets" % (tunnel_id, count))
+        time.sleep(0.05)
+
+
+def run_scenario(rig, scenario, path, seconds):
+    _, connections, headers, post = SCENARIOS[scenario]
+    origin = "closer" if scenario.startswith("closing") else "nginx"
+    port, host = rig.target(path, origin)
+    script = None
+    if post:
+        script = os.path.join(OUT, "users-post.lua")
+        with open(script, "w") as out:
+            out.write(POST_SCRIPT)
+    name = "64m" if scenario == "download" else "1k"
+    result = run_wrk("http://127.0.0.1:%d/%s" % (port, name), host, seconds, connections, headers, script)
+    if scenario == "download":
+        result["exact"] = _download_digest(port, host) == _file_digest(os.path.join(rig.site, "64m"))
+    return result
+
+
+def measure(site, seconds, report=progress):
+    """{(scenario, path): wrk's figures}, and the reason the Node server is missing (or None)."""
+    rig = UsersRig(site)
+    results = {}
+    try:
+        steps = [(scenario, path) for scenario, paths in PLAN.items() for path in paths if path in rig.paths()]
+        for number, (scenario, path) in enumerate(steps, 1):
+            report("[users %d/%d] %s via %s" % (number, len(steps), SCENARIOS[scenario][0], LABEL[path]))
+            results[scenario, path] = run_scenario(rig, scenario, path, seconds)
+    finally:
+        rig.stop()
+    return results, rig.node_missing
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    args = parser.parse_args(argv)
+    os.makedirs(OUT, exist_ok=True)
+    results, node_missing = measure(prepare_site(), args.seconds)
+    if node_missing:
+        print("no Node server column: " + node_missing)
+    for (scenario, path), r in results.items():
+        print("%-55s %-36s %9.1f %s  p50 %6.2f ms  errors %d of %d" % (
+            SCENARIOS[scenario][0], LABEL[path], r["mbps"] if scenario == "download" else r["rps"],
+            "MB/s " if scenario == "download" else "req/s", r["p50"], r["errors"], r["requests"]), flush=True)
     return 0
 
 

@@ -72,3 +72,26 @@ def test_python_path_measures_requests_that_are_really_proxied():
     assert done.returncode == 0, done.stdout + done.stderr
     figures = dict(re.findall(r"^(server|client): ([\d.]+) us of Python per request$", done.stdout, re.M))
     assert set(figures) == {"server", "client"} and all(0 < float(us) < 1000 for us in figures.values())
+
+
+def _wrk(rps, p50=1.0, p99=2.0, errors=0, requests=1000, mbps=0.0):
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": errors, "requests": requests, "mbps": mbps}
+
+
+def test_users_targets_compare_with_the_node_server_in_the_same_scenario():
+    results = {("keepalive", "ours+npm"): _wrk(15000, p50=3.0), ("keepalive", "node+npm"): _wrk(5000),
+               ("close", "ours+npm"): _wrk(5000), ("close", "node+npm"): _wrk(3000),
+               ("closing-get", "ours+python"): _wrk(100, errors=0, requests=500)}
+    rows = {figure: measured for figure, _, measured in report.users_targets(results)}
+    assert rows["npm lt through our server, keep-alive req/s"] == "3.00 × **met**"
+    assert rows["npm lt through our server, `Connection: close` req/s"] == "1.67 × **not met**"
+    assert rows["npm lt through our server, keep-alive p50"] == "3.00 ms **met**"
+    # Too few requests to show nothing is lost, though none was.
+    assert rows["closing origin: GET, 20 keep-alive connections, our client"] == "0 lost of 500 **not met**"
+    # Without the Node server (../shared absent) the column says so instead of a verdict.
+    del results["keepalive", "node+npm"]
+    rows = {figure: measured for figure, _, measured in report.users_targets(results)}
+    assert rows["npm lt through our server, keep-alive req/s"].startswith("not measured")
+    table = "\n".join(report.users_lines(results, "not installed"))
+    assert "No Node server column in this run: not installed." in table
+    assert "| 1 KiB GET, 50 keep-alive connections | our server + npm lt | 15000.0 req/s |" in table
