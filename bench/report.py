@@ -99,8 +99,9 @@ def users_lines(results, node_missing):
 
 
 def _times(results, scenario, base, path, field):
-    """`path`'s figure as a multiple of `base`'s in the same scenario, or – when either is absent."""
-    if path == base or (scenario, base) not in results or not results[scenario, base][field]:
+    """`path`'s figure as a multiple of `base`'s in the same scenario; – for the base itself, for
+    direct (the origin is not a tunnel), and when either is absent."""
+    if path in (base, "direct") or (scenario, base) not in results or not results[scenario, base][field]:
         return "–"
     return "%.3f" % (results[scenario, path][field] / results[scenario, base][field])
 

@@ -11,6 +11,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import fcntl  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
@@ -25,6 +26,7 @@ from tools import OUT, Proc, free_port, prepare_site, run_wrk, wait_listening  #
 from users import NGINX_AS_SHIPPED  # noqa: E402
 
 CHUNK = 1 << 20
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK if hasattr(os, "splice") else 0
 
 
@@ -41,6 +43,7 @@ def splice_through_pipe(src, dst):
     """src -> pipe -> dst with splice(2); a pipe is the only way Linux splices socket to socket."""
     read_end, write_end = os.pipe()
     try:
+        fcntl.fcntl(write_end, F_SETPIPE_SZ, CHUNK)    # 16 pages by default: 64 KiB a splice
         while True:
             try:
                 moved = os.splice(src.fileno(), write_end, CHUNK, flags=FLAGS)
