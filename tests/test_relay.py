@@ -1,8 +1,15 @@
-"""relay.py's reuse checks on real socket pairs: what a Reader knows about the kernel's buffer
-after a recv, and what InputProbe sees without reading."""
+"""relay.py on real sockets: what a Reader knows about the kernel's buffer after a recv, what
+InputProbe sees without reading, and long bodies moved with splice(2)."""
+import os
 import socket
+import time
+
+import gevent
+import pytest
 
 from localtunnel import relay
+from localtunnel.deadlines import Deadlines
+from localtunnel.framing import Fixed
 
 
 def test_a_recv_that_comes_back_short_emptied_the_kernel_buffer():
@@ -26,3 +33,75 @@ def test_input_probe_sees_bytes_and_eof_without_reading_them():
         assert not probe.has_input()
         b.close()
         assert probe.has_input() and a.recv(1) == b""   # EOF counts: a closed peer
+
+
+def _tcp_pair():
+    """Two ends of a TCP connection on loopback: splice(2) is what bodies take between sockets."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return client, server
+
+
+def _drain(sock, into):
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            return
+        into.append(data)
+
+
+def test_a_long_fixed_body_is_spliced_exactly_to_its_end(monkeypatch):
+    # 3 MiB goes through splice(2); the next message behind it must stay for the next read.
+    spliced = []
+    real_splice_in = relay._splice_in
+    monkeypatch.setattr(relay, "_splice_in", lambda *args: spliced.append(real_splice_in(*args)) or spliced[-1])
+    body = os.urandom(3 * relay.SPLICE_AT_LEAST)
+    sender, src_sock = _tcp_pair()
+    dst_sock, receiver = _tcp_pair()
+    got = []
+    drain = gevent.spawn(_drain, receiver, got)
+    feed = gevent.spawn(sender.sendall, body + b"NEXT MESSAGE")
+    src, framer = relay.Reader(src_sock, b"x" * 10), Fixed(10 + len(body))
+    complete, sent = relay.copy_body(src, framer, dst_sock, prefix=b"HEAD")
+    feed.join()
+    dst_sock.close()
+    drain.join(timeout=5)
+    assert (complete, sent, framer.done) == (True, 4 + 10 + len(body), True)
+    assert b"".join(got) == b"HEAD" + b"x" * 10 + body
+    assert src.recv() == b"NEXT MESSAGE" and not src.buf
+    assert sum(spliced) == len(body)    # every byte after the read-ahead went by splice(2)
+    for sock in (sender, src_sock, receiver):
+        sock.close()
+
+
+def test_a_spliced_body_cut_off_by_its_sender_is_incomplete():
+    sender, src_sock = _tcp_pair()
+    dst_sock, receiver = _tcp_pair()
+    gevent.spawn(_drain, receiver, [])
+    sender.sendall(b"y" * relay.SPLICE_AT_LEAST)
+    sender.close()
+    complete, sent = relay.copy_body(relay.Reader(src_sock), Fixed(2 * relay.SPLICE_AT_LEAST), dst_sock)
+    assert (complete, sent) == (False, relay.SPLICE_AT_LEAST)
+    for sock in (src_sock, dst_sock, receiver):
+        sock.close()
+
+
+class _Stalled(Exception):
+    pass
+
+
+def test_a_spliced_body_to_a_reader_that_stopped_is_bounded():
+    # The receiver never reads: the send side of the splice must give up within its bound.
+    sender, src_sock = _tcp_pair()
+    dst_sock, receiver = _tcp_pair()
+    feed = gevent.spawn(sender.sendall, b"z" * (16 * relay.SPLICE_AT_LEAST))
+    deadlines = Deadlines(0.02)
+    started = time.monotonic()
+    with pytest.raises(_Stalled):
+        relay.copy_body(relay.Reader(src_sock), Fixed(16 * relay.SPLICE_AT_LEAST), dst_sock,
+                        bound=lambda: deadlines.bound(0.3, _Stalled))
+    assert time.monotonic() - started < 3
+    feed.kill()
+    for sock in (sender, src_sock, dst_sock, receiver):
+        sock.close()

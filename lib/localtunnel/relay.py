@@ -5,7 +5,9 @@ TunnelCluster.js, but message-aware: a body is copied exactly to its end so the 
 the next message. Bytes read past a message stay in the Reader's buffer for the next one.
 """
 import errno
+import fcntl
 import logging
+import os
 import select
 import socket
 import time
@@ -15,6 +17,7 @@ import gevent.socket
 from gevent.hub import Waiter
 from gevent.monkey import get_original
 
+from .framing import Fixed
 from .http11 import HttpError, find_head_end
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,15 @@ YIELD_EVERY = 262144
 #: The longest a loop that yields waits for the event loop to go idle before it moves on anyway,
 #: so a bulk transfer still progresses while other traffic keeps the loop busy.
 YIELD_WAIT = 0.005
+
+#: A body of known length at least this long goes socket to socket with splice(2) through a pipe:
+#: the kernel moves its pages and Python only waits for readiness. One hop in front of nginx
+#: moved 64 MiB downloads 1.3-1.5 times as fast as with recv + send (bench/zero_copy.py).
+SPLICE_AT_LEAST = 1 << 20
+#: What a pipe holds while splicing, and so the most one splice moves (the default is 64 KiB).
+PIPE_SIZE = 1 << 20
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_SPLICE_FLAGS = (os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK) if hasattr(os, "splice") else 0
 
 #: The disconnects that are a peer's right, not our error: never logged as failures.
 EXPECTED_DISCONNECTS = frozenset((
@@ -179,6 +191,15 @@ def copy_body(src, framer, dst, prefix=b"", bound=None):
     other side (and a shared tunnel socket) for ever."""
     out, sent, moved = prefix, len(prefix), 0
     while not framer.done:
+        if not src.buf and _can_splice(framer, src.sock, dst):
+            if out:
+                send_all(dst, out, bound)
+                out = b""
+            spliced = _splice_body(src, framer, dst, bound)
+            sent += spliced
+            if not framer.done:     # src closed before the body's end
+                return False, sent
+            break
         if bound is None or src.buf:
             data = src.recv()
         else:
@@ -208,6 +229,72 @@ def copy_body(src, framer, dst, prefix=b"", bound=None):
     if out:
         send_all(dst, out, bound)
     return True, sent
+
+
+def _can_splice(framer, src, dst):
+    """Only plain sockets (a TLS socket's bytes are records, not the body), only a body whose
+    length is known (splice stops exactly at its end, leaving the next message unread)."""
+    return (type(framer) is Fixed and framer.remaining >= SPLICE_AT_LEAST and _SPLICE_FLAGS
+            and type(src) is _PLAIN_SOCKET and type(dst) is _PLAIN_SOCKET)
+
+
+def _splice_body(src, framer, dst, bound):
+    """Move the rest of a fixed-length body from Reader `src`'s socket to socket `dst` through a
+    pipe, never a byte past it. Returns the bytes moved: fewer than the body when `src` closed."""
+    read_end, write_end = os.pipe()
+    moved, since_yield = 0, 0
+    try:
+        try:
+            fcntl.fcntl(write_end, _F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass    # above /proc/sys/fs/pipe-max-size for an unprivileged user: 64 KiB a splice
+        while framer.remaining:
+            count = _splice_in(src.sock, write_end, min(framer.remaining, PIPE_SIZE), bound)
+            if not count:
+                break   # EOF
+            framer.remaining -= count
+            moved += count
+            since_yield += count
+            while count:
+                count -= _splice_out(read_end, dst, count, bound)
+            if since_yield >= YIELD_EVERY:
+                yield_to_others()
+                since_yield = 0
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+        # What follows the body may already wait in the kernel: the next recv or a reuse check
+        # must look, not assume (see Reader.drained).
+        src.drained = False
+    return moved
+
+
+def _splice_in(sock, pipe, count, bound):
+    """One splice(2) of up to `count` bytes from `sock` into `pipe`; 0 at EOF."""
+    while True:
+        try:
+            return os.splice(sock.fileno(), pipe, count, flags=_SPLICE_FLAGS)
+        except BlockingIOError:
+            _wait(sock, sock._read_event, bound)
+
+
+def _splice_out(pipe, sock, count, bound):
+    """One splice(2) of up to `count` bytes from `pipe` into `sock`."""
+    while True:
+        try:
+            return os.splice(pipe, sock.fileno(), count, flags=_SPLICE_FLAGS)
+        except BlockingIOError:
+            _wait(sock, sock._write_event, bound)
+
+
+def _wait(sock, event, bound):
+    """Wait cooperatively for `sock` to be ready (`event` is its read or write watcher), inside
+    `bound()` when given: the same wait gevent's own recv and send do."""
+    if bound is None:
+        sock._wait(event)
+    else:
+        with bound():
+            sock._wait(event)
 
 
 class _Activity:
