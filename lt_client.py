@@ -64,7 +64,7 @@ from gevent.event import Event
 from localtunnel import protocol, relay
 from localtunnel.cli import ExitStatus, UsageError, fail, parse_command_line
 from localtunnel.deadlines import Deadlines, tick_for
-from localtunnel.forward import BadResponse, DestinationDied, ResponseTimeout, forward
+from localtunnel.forward import BadResponse, DestinationDied, Limits, ResponseTimeout, forward
 from localtunnel.framing import request_framer
 from localtunnel.http11 import IDEMPOTENT_METHODS, HttpError, parse_request_head, replace_header
 
@@ -84,12 +84,18 @@ RETRY_AFTER_MAX = 300.0
 HEALTHY_SOCKET_AGE = 5.0
 
 
-class Limits:
-    """The bounds forward() keeps while a request goes to the local service."""
-    head_limit = 65536
-    response_timeout = 600.0    # also bounds a pause mid-body; the server's bounds are shorter
-    body_settle = 1.0
-    splice_idle_timeout = None  # WebSockets: the server closes idle ones, and we follow
+#: Bytes of a head from the server or the local service.
+HEAD_LIMIT = 65536
+#: Seconds the local service may take to answer, or pause mid-body; the server's bounds are shorter.
+RESPONSE_TIMEOUT = 600.0
+#: Seconds a request body may trail the local service's answer.
+BODY_SETTLE = 1.0
+
+
+def local_limits(deadlines):
+    """What forward() keeps to on the way to the local service. WebSockets have no idle bound
+    here: the server closes idle ones, and we follow."""
+    return Limits(HEAD_LIMIT, RESPONSE_TIMEOUT, BODY_SETTLE, None, deadlines)
 
 
 class Rejected(Exception):
@@ -257,7 +263,7 @@ def exchange(remote, local, req, head, framer, options):
             remote.sock.sendall(error_page(options, 502, "local-unreachable", exc))
             return 502, False
         try:
-            outcome = forward(remote, conn, req, head, framer, Limits, options.deadlines)
+            outcome = forward(remote, conn, req, head, framer, options.limits)
         except DestinationDied:
             local.close()
             if reused and retry:
@@ -271,7 +277,7 @@ def exchange(remote, local, req, head, framer, options):
             return 502, False
         except ResponseTimeout:
             local.close()
-            remote.sock.sendall(error_page(options, 504, "local-timeout", "no answer within %g s" % Limits.response_timeout))
+            remote.sock.sendall(error_page(options, 504, "local-timeout", "no answer within %g s" % RESPONSE_TIMEOUT))
             return 504, False
         local.answered(outcome)
         return outcome.response.status, outcome.in_sync
@@ -284,7 +290,7 @@ def serve_tunnel_socket(sock, options):
     remote, local, served = relay.Reader(sock), Local(options), 0
     try:
         while True:
-            head = remote.read_head(Limits.head_limit)      # idle here between requests
+            head = remote.read_head(HEAD_LIMIT)      # idle here between requests
             if head is None:
                 return served
             served += 1
@@ -414,7 +420,7 @@ class Options:
         self.print_requests = args["--print-requests"]
         self.open = args["--open"]
         self.tls = _tls_context(args) if args["--local-https"] else None
-        self.deadlines = Deadlines(tick_for(Limits.response_timeout))
+        self.limits = local_limits(Deadlines(tick_for(RESPONSE_TIMEOUT)))
 
 
 def _port(text):

@@ -82,7 +82,6 @@ from localtunnel.front import BindError
 from localtunnel.server import Server
 
 PROG = "lt-server"
-log = logging.getLogger("localtunnel.lt_server")
 
 
 def _flags(args):

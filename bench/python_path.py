@@ -91,7 +91,8 @@ def server_path(requests, sent=None):
 def client_path(requests, sent=None):
     """lt_client.serve_tunnel_socket for one tunnel socket carrying `requests` requests, with
     --local-host set as in the benchmark (the Host header is rewritten)."""
-    options = types.SimpleNamespace(host_header=b"127.0.0.1", print_requests=False, deadlines=Deadlines(0.1),
+    options = types.SimpleNamespace(host_header=b"127.0.0.1", print_requests=False,
+                                    limits=lt_client.local_limits(Deadlines(0.1)),
                                     local_host="127.0.0.1", port=80, tls=None)
     local = relay.Reader(MemorySocket(RESPONSE, 10 ** 12))
     lt_client.Local.get = lambda _self, _repeatable: (local, True)    # a kept-alive local connection

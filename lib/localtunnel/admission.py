@@ -16,7 +16,7 @@ WINDOW = 60.0
 MAX_TRACKED = 100000
 #: Retry-After for a full server or address: tunnels come and go all the time (a client that
 #: stops frees its name within the grace period), so ask clients back soon, not in a minute.
-RETRY_COUNTS = "10"
+RETRY_AFTER_SECONDS = 10
 
 
 class Refusal(Exception):
@@ -66,11 +66,11 @@ class Admission:
     def _counts(self, address):
         if len(self.registry) >= self.settings.max_tunnels:
             raise Refusal(503, "This server holds its maximum of %d tunnels. Try again later."
-                          % self.settings.max_tunnels, [("Retry-After", RETRY_COUNTS)])
+                          % self.settings.max_tunnels, [("Retry-After", str(RETRY_AFTER_SECONDS))])
         limit = self.settings.max_tunnels_per_address
         if self.registry.count_for(address) >= limit:
             raise Refusal(429, "Your address holds %d tunnels, the most one address may. Close one "
-                               "(stop its client) and try again." % limit, [("Retry-After", RETRY_COUNTS)])
+                               "(stop its client) and try again." % limit, [("Retry-After", str(RETRY_AFTER_SECONDS))])
 
 
 def _forget_idle(store, now):

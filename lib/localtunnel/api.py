@@ -12,12 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from . import __version__, protocol
 from .admission import Refusal
 from .registry import RegistryFull
+from .wsgi import FRONT_ENVIRON_KEY
 
 log = logging.getLogger(__name__)
-
-#: Set in the WSGI environ by the front proxy: the request came in on the public port, so the
-#: Host it carries is the public one and goes into the tunnel URL as sent.
-FRONT_ENVIRON_KEY = "localtunnel.front"
 
 
 def _json(body, status=200, headers=()):
@@ -32,7 +29,7 @@ def _rss_bytes():
         return 0
 
 
-def _public_host(settings):
+def _public_host(settings, public_port):
     """The Host to build tunnel URLs from. Through the front port: the Host as sent (A1). Through
     gunicorn's own bind address: that Host names the wrong port, so use the front port's."""
     host = request.headers.get("Host", "")
@@ -42,7 +39,8 @@ def _public_host(settings):
     if ":" in name:
         name = "[%s]" % name
     default_port = 443 if settings.secure else 80
-    return name if settings.port == default_port else "%s:%d" % (name, settings.port)
+    port = public_port()
+    return name if port == default_port else "%s:%d" % (name, port)
 
 
 def _client_address(settings):
@@ -50,7 +48,7 @@ def _client_address(settings):
                                    settings.trusted_proxies)
 
 
-def _tunnel_answer(registry, settings, admission, requested):
+def _tunnel_answer(registry, settings, admission, public_port, requested):
     address = _client_address(settings)
     try:
         admission.check(address, request.headers.get("Authorization"), requested)
@@ -62,14 +60,15 @@ def _tunnel_answer(registry, settings, admission, requested):
     except RegistryFull:
         return _json(protocol.json_compact({"message": "No free tunnel names right now; try again in a minute."}),
                      503, [("Retry-After", "60")])
-    url = protocol.tunnel_url(tunnel.id, _public_host(settings), settings.secure)
+    url = protocol.tunnel_url(tunnel.id, _public_host(settings, public_port), settings.secure)
     log.info("tunnel %s: created for %s (asked for %s)", tunnel.id, address, requested or "any")
     return _json(protocol.tunnel_info(tunnel.id, tunnel.port, tunnel.max_sockets, url))
 
 
-def create_app(registry, settings, metrics, admission):
-    """The API app over `registry`; `settings` gives the landing page, ports and --secure;
-    `metrics` (a metrics.Metrics) is served at /metrics; `admission` decides who may create."""
+def create_app(registry, settings, metrics, admission, public_port):
+    """The API app over `registry`; `settings` gives the landing page and --secure; `metrics` (a
+    metrics.Metrics) is served at /metrics; `admission` decides who may create; `public_port()`
+    is the port visitors use, known only once the front listens (with --port 0 the OS picks it)."""
     app = Flask("localtunnel")
     all_methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
@@ -77,7 +76,7 @@ def create_app(registry, settings, metrics, admission):
     def root():
         # The reference checks only for a `new` key in the query, whatever its value or method.
         if "new" in request.args:
-            return _tunnel_answer(registry, settings, admission, None)
+            return _tunnel_answer(registry, settings, admission, public_port, None)
         return redirect(settings.landing, code=302)
 
     @app.route("/api/status")
@@ -99,7 +98,7 @@ def create_app(registry, settings, metrics, admission):
         # metrics". Tunnel clients ask for JSON (the npm client sends Accept: application/json);
         # Prometheus and curl do not. So a JSON request still gets its tunnel.
         if "application/json" in request.headers.get("Accept", ""):
-            return _tunnel_answer(registry, settings, admission, "metrics")
+            return _tunnel_answer(registry, settings, admission, public_port, "metrics")
         return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
     @app.route("/api/tunnels/<tunnel_id>/status")
@@ -117,7 +116,7 @@ def create_app(registry, settings, metrics, admission):
     def named(name):
         if not protocol.is_valid_name(name):
             return _json(protocol.INVALID_NAME_BODY, status=403)
-        return _tunnel_answer(registry, settings, admission, name)
+        return _tunnel_answer(registry, settings, admission, public_port, name)
 
     @app.errorhandler(404)
     def not_found(_error):

@@ -23,7 +23,7 @@ class Failed(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines, address=None):
+def proxy_request(tunnel, visitor, req, head, body_framer, settings, limits, address=None):
     """Send one request through `tunnel` and its response to the visitor, whose `address` counts
     against its share of the tunnel's sockets. Returns (whether the visitor connection may carry
     another request, the forward.Outcome); raises Failed for an error page instead."""
@@ -40,7 +40,7 @@ def proxy_request(tunnel, visitor, req, head, body_framer, settings, deadlines, 
         ts = _checkout(tunnel, settings, address, max(0.0, deadline - started))
         waited += time.monotonic() - started
         try:
-            outcome = forward(visitor, ts.reader, req, head, body_framer, settings, deadlines,
+            outcome = forward(visitor, ts.reader, req, head, body_framer, limits,
                               close_src=not keep_alive)
         except DestinationDied:
             tunnel.drop(ts, died=True)

@@ -39,39 +39,55 @@ class _Stalled(Exception):
 _BODY_OFTEN_IGNORED = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE", b"CONNECT"))
 
 
-class Outcome:
-    __slots__ = ("response", "in_sync", "keep_alive", "dst_reusable", "upgraded", "bytes_in", "bytes_out", "waited")
+class Limits:
+    """The bounds forward() keeps. Each end builds one once: the server from its settings, the
+    client from its own constants. `deadlines` (a deadlines.Deadlines) enforces the timeouts."""
 
-    def __init__(self, response, in_sync, upgraded=False, bytes_in=0, bytes_out=0):
+    __slots__ = ("head_limit", "response_timeout", "body_settle", "splice_idle_timeout", "deadlines")
+
+    def __init__(self, head_limit, response_timeout, body_settle, splice_idle_timeout, deadlines):
+        self.head_limit = head_limit                # bytes of a response head (502 past it)
+        self.response_timeout = response_timeout    # seconds to the response head, and of any pause mid-body
+        self.body_settle = body_settle              # seconds a request body may trail its response
+        self.splice_idle_timeout = splice_idle_timeout  # seconds an upgraded connection may be silent (None: ever)
+        self.deadlines = deadlines
+
+    def stall(self):
+        """What copy_body enters around each read and send that may wait: a peer that goes silent
+        in the middle of a body would otherwise hold the other side, and a tunnel socket, for ever."""
+        return self.deadlines.bound(self.response_timeout, _Stalled)
+
+
+class Outcome:
+    __slots__ = ("response", "in_sync", "keep_alive", "dst_reusable", "bytes_in", "bytes_out", "waited")
+
+    def __init__(self, response, in_sync, bytes_in=0, bytes_out=0):
         self.response = response
         self.in_sync = in_sync      # both sides are at a message boundary
         self.keep_alive = False     # the response lets its connection carry another request
         self.dst_reusable = False   # dst may carry another request: nothing unread on it
-        self.upgraded = upgraded    # a 101 was spliced to its end; neither side is reusable
         self.bytes_in = bytes_in    # request bytes sent to dst, head included
         self.bytes_out = bytes_out  # response bytes sent to src, heads included
         self.waited = 0.0           # seconds the caller waited for dst (set by the caller)
 
 
-def forward(src, dst, req, head, body_framer, limits, deadlines, close_src=False):
+def forward(src, dst, req, head, body_framer, limits, close_src=False):
     """Send `head` and the request body from Reader `src` to Reader `dst`; relay the response.
 
-    `limits` has head_limit, response_timeout, body_settle and splice_idle_timeout;
-    `deadlines` (a deadlines.Deadlines) bounds the wait for the response head, and every pause
-    inside a body, by response_timeout. With `close_src` the caller will
+    `limits` (a Limits) bounds the wait for the response head, and every pause inside a body, by
+    its response_timeout. With `close_src` the caller will
     close `src` after this response, and the response head tells it so. Raises DestinationDied,
     BadResponse, ResponseTimeout, or the HttpError of a malformed request body, before any
     response byte reached `src`; a failure after that is an OSError or an incomplete Outcome."""
-    stall = _stall_bound(limits, deadlines)
     carries_body = not body_framer.done
-    body, sent = _send_request(src, dst, head, body_framer, stall)
+    body, sent = _send_request(src, dst, head, body_framer, limits.stall)
     interim = 0
     try:
-        resp, raw = _first_response_head(dst, limits, deadlines, body)
+        resp, raw = _first_response_head(dst, limits, body)
         while 100 <= resp.status < 200 and resp.status != 101:
             relay.send_all(src.sock, raw)   # 100 Continue and friends pass through
             interim += len(raw)
-            resp, raw = _read_response_head(dst, limits, deadlines)
+            resp, raw = _read_response_head(dst, limits)
         if resp.status == 101:
             if not req.is_upgrade:
                 # What follows is another protocol, which the next visitor would read as HTTP.
@@ -79,7 +95,7 @@ def forward(src, dst, req, head, body_framer, limits, deadlines, close_src=False
             return _upgrade(src, dst, resp, raw, body, limits.splice_idle_timeout)
         if close_src and resp.keep_alive:
             raw = closing_response_head(raw)
-        outcome = _relay_response(src, dst, req, resp, raw, body, limits, stall, carries_body)
+        outcome = _relay_response(src, dst, req, resp, raw, body, limits, carries_body)
         outcome.bytes_in += sent
         outcome.bytes_out += interim
         return outcome
@@ -88,21 +104,15 @@ def forward(src, dst, req, head, body_framer, limits, deadlines, close_src=False
             body.kill()
 
 
-def _first_response_head(dst, limits, deadlines, body):
+def _first_response_head(dst, limits, body):
     """The response head; if the destination hung up because the request body was malformed,
     that body's HttpError (a 400 for the visitor, not a 502 about the tunnel)."""
     try:
-        return _read_response_head(dst, limits, deadlines)
+        return _read_response_head(dst, limits)
     except DestinationDied:
         if body is not None and body.ready() and body.value[2] is not None:
             raise body.value[2] from None
         raise
-
-
-def _stall_bound(limits, deadlines):
-    """What copy_body enters around each read that may wait: a peer that goes silent in the
-    middle of a body would otherwise hold the other side, and a tunnel socket, for ever."""
-    return lambda: deadlines.bound(limits.response_timeout, _Stalled)
 
 
 def _send_request(src, dst, head, framer, stall):
@@ -143,9 +153,9 @@ def _copy_request_body(src, framer, sock, stall):
     return complete, sent, None
 
 
-def _read_response_head(dst, limits, deadlines):
+def _read_response_head(dst, limits):
     try:
-        with deadlines.bound(limits.response_timeout, ResponseTimeout):
+        with limits.deadlines.bound(limits.response_timeout, ResponseTimeout):
             raw = dst.read_head(limits.head_limit)
     except (OSError, relay.Closed) as exc:
         raise DestinationDied() from exc
@@ -159,7 +169,7 @@ def _read_response_head(dst, limits, deadlines):
         raise BadResponse(exc.message) from None
 
 
-def _relay_response(src, dst, req, resp, raw, body, limits, stall, carries_body):
+def _relay_response(src, dst, req, resp, raw, body, limits, carries_body):
     try:
         framer = response_framer(req.method, resp)
     except HttpError as exc:
@@ -170,7 +180,7 @@ def _relay_response(src, dst, req, resp, raw, body, limits, stall, carries_body)
         # that ACK by 40 ms on a request/response connection: ask for it now.
         relay.acknowledge_now(dst.sock)
     try:
-        complete, sent = relay.copy_body(dst, framer, src.sock, prefix=raw, bound=stall)
+        complete, sent = relay.copy_body(dst, framer, src.sock, prefix=raw, bound=limits.stall)
     except (HttpError, _Stalled):
         # Broken chunking, or silence, after the head went out: the caller closes both sides.
         complete, sent = False, len(raw)
@@ -200,7 +210,7 @@ def _upgrade(src, dst, resp, raw, body, idle):
     if body is not None:
         body.join()
     relay.splice(src, dst, idle)
-    return Outcome(resp, False, upgraded=True, bytes_out=len(raw))
+    return Outcome(resp, False, bytes_out=len(raw))   # spliced to its end: neither side reusable
 
 
 def _finished(greenlet, settle):

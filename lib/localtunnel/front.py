@@ -13,6 +13,7 @@ from gevent.pool import Pool
 from . import protocol, relay, wsgi
 from .descriptors import Acceptor
 from .exchange import Failed, proxy_request
+from .forward import Limits
 from .framing import Fixed, request_framer
 from .http11 import HttpError, find_head_end, forward_request_head, parse_request_head, request_host
 
@@ -55,6 +56,8 @@ class Front:
     def __init__(self, registry, app, settings, deadlines, metrics):
         self.registry, self.app, self.settings = registry, app, settings
         self.deadlines, self.metrics = deadlines, metrics
+        self.limits = Limits(settings.head_limit, settings.response_timeout, settings.body_settle,
+                             settings.splice_idle_timeout, deadlines)
         self._open = 0      # visitor connections being served
         # An unbounded Pool, so stop() can end every visitor's greenlet. Not a bounded one: a full
         # pool stops accepting, and visitors would wait in the kernel's backlog with no answer.
@@ -171,7 +174,7 @@ class Front:
         head = forward_request_head(req, self._forwarded(req, ip, host), drop=_DROP_FORWARDED)
         started = time.monotonic()
         try:
-            keep, outcome = proxy_request(tunnel, visitor, req, head, framer, self.settings, self.deadlines,
+            keep, outcome = proxy_request(tunnel, visitor, req, head, framer, self.settings, self.limits,
                                           self._visitor_address(req, ip))
         except Failed as exc:
             _log_access(ip, req, exc.status, 0, tunnel_id, 0.0, started, exc.code)
@@ -214,7 +217,7 @@ class Front:
         with self.deadlines.bound(self.settings.head_timeout, _HeadTimeout):
             if not relay.copy_body(visitor, framer, _Discard)[0]:
                 return False
-        environ = wsgi.build_environ(req, b"", ip, self.port)
+        environ = wsgi.build_environ(req, ip, self.port)
         self._send(visitor.sock, wsgi.call_app(self.app, environ, req.keep_alive))
         return req.keep_alive
 

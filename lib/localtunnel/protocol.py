@@ -177,9 +177,10 @@ def reason(status):
     return _REASONS.get(status, "Unknown")
 
 
-def error_response(status, code, message, keep_alive=False, extra_headers=()):
-    """A short plain-text error page. `code` goes in X-Localtunnel-Status so scripts can tell
-    our errors from the tunnelled service's own; `message` says what happened and what to do."""
+def error_response(status, code, message):
+    """A short plain-text error page, and the end of its connection. `code` goes in
+    X-Localtunnel-Status so scripts can tell our errors from the tunnelled service's own;
+    `message` says what happened and what to do."""
     body = (message.rstrip() + "\n").encode("utf-8")
     lines = [
         "HTTP/1.1 %d %s" % (status, reason(status)),
@@ -187,7 +188,6 @@ def error_response(status, code, message, keep_alive=False, extra_headers=()):
         "Content-Length: %d" % len(body),
         "X-Localtunnel-Status: %s" % code,
         "Cache-Control: no-store",
-        "Connection: %s" % ("keep-alive" if keep_alive else "close"),
+        "Connection: close",
     ]
-    lines.extend(extra_headers)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

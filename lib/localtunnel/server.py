@@ -18,7 +18,6 @@ from .registry import Registry
 log = logging.getLogger(__name__)
 
 
-
 class NotPatched(RuntimeError):
     """Library code never patches; it refuses to run on blocking sockets instead."""
 
@@ -34,7 +33,7 @@ class Server:
         self.registry = Registry(settings, self.deadlines)
         self.metrics = Metrics(self.registry)
         self.admission = Admission(settings, self.registry)
-        self.app = create_app(self.registry, settings, self.metrics, self.admission)
+        self.app = create_app(self.registry, settings, self.metrics, self.admission, lambda: self.front.port)
         self.front = Front(self.registry, self.app, settings, self.deadlines, self.metrics)
 
     @property
@@ -46,8 +45,6 @@ class Server:
         self.front.start()
         if self._fd_warning:
             log.warning("%s", self._fd_warning)     # said once the server really runs
-        # With port 0 the OS chose; the API builds URLs from the port visitors really use.
-        self.settings.port = self.front.port
 
     def stop(self):
         """Stop accepting visitors, close every tunnel, answer everyone still waiting."""

@@ -98,7 +98,6 @@ class Tunnel:
         self._deadlines = deadlines
         self.client_addr = client_addr
         self.max_sockets = settings.max_sockets
-        self.created = time.time()
         self._settings = settings
         self._on_expire = on_expire
         self._sockets = set()

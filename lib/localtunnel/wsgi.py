@@ -2,22 +2,26 @@
 
 The Node server has one port for the API and the tunnels; so do we. A request the front proxy
 has already read and parsed is turned into a WSGI environ, the Flask app answers, and the
-answer is written back on the same visitor connection. API requests are tiny: the whole body
-is read first (bounded by MAX_API_BODY).
+answer is written back on the same visitor connection. No API call takes a body: the front reads
+any body a request carries (refusing one past MAX_API_BODY with 413) and throws it away, and the
+app sees an empty wsgi.input.
 """
 import io
 import sys
 from urllib.parse import unquote_to_bytes
 
 from . import protocol
-from .api import FRONT_ENVIRON_KEY
 from .http11 import origin_form
+
+#: Set in the WSGI environ for a request that came in on the public port, so the Host it carries
+#: is the public one and goes into the tunnel URL as sent (api.py reads it).
+FRONT_ENVIRON_KEY = "localtunnel.front"
 
 #: API calls carry no payload worth the name; a larger body is refused with 413.
 MAX_API_BODY = 65536
 
 
-def build_environ(req, body, remote_addr, server_port, scheme="http"):
+def build_environ(req, remote_addr, server_port):
     path, _, query = origin_form(req).partition(b"?")
     environ = {
         "REQUEST_METHOD": req.method.decode("latin-1"),
@@ -29,8 +33,8 @@ def build_environ(req, body, remote_addr, server_port, scheme="http"):
         "SERVER_PROTOCOL": req.version.decode("latin-1"),
         "REMOTE_ADDR": remote_addr,
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scheme,
-        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,
         "wsgi.multiprocess": False,
