@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st
 from localtunnel import framing, http11
 from localtunnel.framing import Chunked, Fixed, UntilClose, request_framer, response_framer
 from localtunnel.http11 import (
-    HttpError, find_head_end, forward_request_head, parse_request_head, parse_response_head, request_host,
+    HttpError, find_head_end, forward_request_head, next_head, parse_request_head, parse_response_head,
+    request_host,
 )
 
 
@@ -99,6 +100,57 @@ def test_find_head_end_resumes_across_pieces():
                 break
             scanned = len(buf)
         assert end == len(data) - 4
+
+
+def heads_of(pieces, limit=1024):
+    """What a reader gets from next_head when the bytes arrive in `pieces`: the heads, then
+    what is left after the last one."""
+    heads, buf, scanned = [], b"", 0
+    for piece in pieces:
+        buf += piece
+        while True:
+            head, buf = next_head(buf, limit, scanned)
+            if head is None:
+                scanned = len(buf)
+                break
+            heads.append(head)
+            scanned = 0
+    return heads, buf
+
+
+def test_next_head_cuts_pipelined_heads_the_same_in_every_split():
+    first, second = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /b HTTP/1.1\r\n\r\n"
+    # Blank lines before a head are skipped (RFC 9112 2.2), bytes after the last head kept.
+    data = b"\r\n\r\n" + first + b"\r\n" + second + b"POST /c"
+    for pieces in splits(data):
+        assert heads_of(pieces) == ([first, second], b"POST /c")
+
+
+def test_next_head_refuses_a_head_past_its_limit_in_every_split():
+    head = b"GET / HTTP/1.1\r\nX: " + b"a" * 40 + b"\r\n\r\n"
+    for pieces in splits(head):
+        assert heads_of(pieces, limit=len(head)) == ([head], b"")
+    for pieces in splits(head + b"more"):
+        with pytest.raises(HttpError) as info:
+            heads_of(pieces, limit=len(head) - 1)
+        assert info.value.status == 431
+
+
+@given(st.lists(st.binary(max_size=40), max_size=8), st.integers(1, 6))
+@settings(max_examples=200, deadline=None)
+def test_next_head_agrees_with_one_search_of_the_whole(junk, cut):
+    # Random bytes, cut anywhere: the resumed search finds exactly the heads one pass would.
+    data = b"\r\n\r\n".join(junk) + b"\r\n\r\n"
+    pieces = [data[i:i + cut] for i in range(0, len(data), cut)]
+    expected, buf = [], data
+    while True:
+        buf = buf.lstrip(b"\r\n")
+        end = find_head_end(buf)
+        if end < 0:
+            break
+        expected.append(buf[:end])
+        buf = buf[end:]
+    assert heads_of(pieces, limit=10 ** 6) == (expected, buf)
 
 
 @pytest.mark.parametrize("head, keep", [
@@ -333,3 +385,24 @@ def test_closing_response_head_replaces_connection_and_keeps_the_rest():
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX: y\r\n\r\n"
     assert http11.closing_response_head(raw) == (
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX: y\r\nConnection: close\r\n\r\n")
+
+
+@pytest.mark.parametrize("head, trusted, expected", [
+    # A visitor's own X-Forwarded-* could be forged: replaced.
+    (b"GET / HTTP/1.1\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n\r\n",
+     False, [b"X-Forwarded-For: 10.0.0.9", b"X-Forwarded-Proto: http", b"X-Forwarded-Host: t.example.com"]),
+    # A trusted proxy's are kept, its For list extended with the address it connected from.
+    (b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: t.example.com\r\n\r\n",
+     True, [b"X-Forwarded-For: 1.2.3.4, 10.0.0.9", b"X-Forwarded-Proto: https", b"X-Forwarded-Host: t.example.com"]),
+    # A trusted proxy that sent none: ours, as for anyone.
+    (b"GET / HTTP/1.1\r\n\r\n",
+     True, [b"X-Forwarded-For: 10.0.0.9", b"X-Forwarded-Proto: http", b"X-Forwarded-Host: t.example.com"]),
+    # HTTP/1.0 keeps the shared tunnel socket open; an HTTP/1.0 upgrade keeps its own Connection.
+    (b"GET / HTTP/1.0\r\n\r\n", False,
+     [b"X-Forwarded-For: 10.0.0.9", b"X-Forwarded-Proto: http", b"X-Forwarded-Host: t.example.com",
+      b"Connection: keep-alive"]),
+    (b"GET / HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", False,
+     [b"X-Forwarded-For: 10.0.0.9", b"X-Forwarded-Proto: http", b"X-Forwarded-Host: t.example.com"]),
+])
+def test_forwarded_lines(head, trusted, expected):
+    assert http11.forwarded_lines(parse_request_head(head), "10.0.0.9", "t.example.com", trusted) == expected

@@ -15,7 +15,10 @@ from .descriptors import Acceptor
 from .exchange import Failed, proxy_request
 from .forward import Limits
 from .framing import Fixed, request_framer
-from .http11 import HttpError, find_head_end, forward_request_head, parse_request_head, request_host
+from .http11 import (
+    FORWARDED_HEADERS, HttpError, forward_request_head, forwarded_lines, next_head, parse_request_head,
+    request_host, skip_blank_lines,
+)
 
 log = logging.getLogger(__name__)
 #: One line per request, in the combined log format plus the tunnel name and timings.
@@ -24,8 +27,6 @@ access_log = logging.getLogger("localtunnel.access")
 #: Seconds a visitor refused for lack of room may take to send its request before the 503.
 BUSY_READ = 1.0
 
-_FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
-_DROP_FORWARDED = frozenset(_FORWARDED)
 
 
 class BindError(Exception):
@@ -136,7 +137,7 @@ class Front:
         """The next request head, parsed; None when the visitor closed or idled out."""
         # Blank lines before a request are allowed (RFC 9112 2.2) and skipped; they neither
         # count as the head's start nor restart the idle clock.
-        visitor.buf = visitor.buf.lstrip(b"\r\n")
+        visitor.buf = skip_blank_lines(visitor.buf)
         if not visitor.buf:
             try:
                 with self.deadlines.bound(idle, _IdleTimeout):
@@ -144,13 +145,14 @@ class Front:
                         data = visitor.sock.recv(relay.BUFSIZE)
                         if not data:
                             return None
-                        visitor.buf = data.lstrip(b"\r\n")
+                        visitor.buf = skip_blank_lines(data)
                         if not visitor.buf:
                             relay.yield_to_others()     # a flood of blank lines moves no request
             except _IdleTimeout:
                 return None
-        if find_head_end(visitor.buf) > 0:      # the common case: the whole head in one recv
-            head = visitor.read_head(self.settings.head_limit)
+        head, rest = next_head(visitor.buf, self.settings.head_limit)
+        if head is not None:    # the common case: the whole head came in one recv
+            visitor.buf = rest
         else:
             with self.deadlines.bound(self.settings.head_timeout, _HeadTimeout):
                 head = visitor.read_head(self.settings.head_limit)
@@ -171,7 +173,8 @@ class Front:
                 "If it is yours, start your localtunnel client again (lt --port <port> --subdomain %s)."
                 % (tunnel_id, tunnel_id)))
         framer = request_framer(req)
-        head = forward_request_head(req, self._forwarded(req, ip, host), drop=_DROP_FORWARDED)
+        extra = forwarded_lines(req, ip, host, ip in self.settings.trusted_proxies)
+        head = forward_request_head(req, extra, drop=FORWARDED_HEADERS)
         started = time.monotonic()
         try:
             keep, outcome = proxy_request(tunnel, visitor, req, head, framer, self.settings, self.limits,
@@ -193,22 +196,6 @@ class Front:
         if forwarded is None:
             return ip
         return protocol.client_address(ip, forwarded.decode("latin-1"), self.settings.trusted_proxies)
-
-    def _forwarded(self, req, ip, host):
-        """X-Forwarded-* (PROTOCOL.md B5): a trusted front proxy's values are kept (its For list
-        extended with its own address); anyone else's are replaced, since they could be forged."""
-        trusted = ip in self.settings.trusted_proxies
-        got = {name: req.get(name) for name in _FORWARDED} if trusted else {}
-        prior = got.get(b"x-forwarded-for")
-        lines = [
-            b"X-Forwarded-For: " + (prior + b", " if prior else b"") + ip.encode(),
-            b"X-Forwarded-Proto: " + (got.get(b"x-forwarded-proto") or b"http"),
-            b"X-Forwarded-Host: " + (got.get(b"x-forwarded-host") or host.encode("latin-1")),
-        ]
-        if req.version == b"HTTP/1.0" and not req.is_upgrade:
-            # Keep the shared tunnel socket open behind an HTTP/1.0 visitor.
-            lines.append(b"Connection: keep-alive")
-        return lines
 
     def _serve_api(self, visitor, req, ip):
         framer = request_framer(req)

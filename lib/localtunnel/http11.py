@@ -94,6 +94,31 @@ def find_head_end(buf, start=0):
     return -1 if at < 0 else at + 4
 
 
+def skip_blank_lines(buf):
+    """`buf` without the empty lines a head may follow (RFC 9112 2.2: a robust server ignores
+    at least one before a request line)."""
+    return buf.lstrip(b"\r\n")
+
+
+def next_head(buf, limit, scanned=0):
+    """The receive side of a connection, for heads: bytes in, a complete head out.
+
+    Returns (head, rest): the head at the front of `buf`, blank line included, and the bytes
+    after it; or (None, buf) while its end has not arrived, `buf` then stripped of blank lines
+    before the head. A reader that appends more bytes and asks again passes `scanned`, the
+    length of what it asked about last time, so the search resumes instead of starting over.
+    Raises HttpError(431) once the head is larger than `limit` bytes."""
+    if not scanned:
+        buf = buf.lstrip(b"\r\n")     # skip_blank_lines, without a call on every head
+    end = buf.find(HEAD_END, max(0, scanned - 3))
+    end = -1 if end < 0 else end + 4    # find_head_end, likewise
+    if end > limit or (end < 0 and len(buf) > limit):
+        raise HttpError(431, "the request head is larger than %d bytes" % limit)
+    if end < 0:
+        return None, buf
+    return buf[:end], buf[end:]
+
+
 #: A byte a field value may hold: anything but a control byte, HTAB excepted (NUL, ESC, a bare CR
 #: or LF: what smuggles a request or reaches a terminal raw). A regex character class.
 FIELD_VALUE_BYTE = rb"[^\x00-\x08\x0a-\x1f\x7f]"
@@ -206,6 +231,28 @@ def forward_request_head(req, extra_lines=(), drop=frozenset()):
     out.extend(extra_lines)
     out.append(b"\r\n")
     return b"\r\n".join(out)
+
+
+#: The X-Forwarded-* headers a visitor sends, replaced or extended by forwarded_lines().
+FORWARDED_HEADERS = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"))
+
+
+def forwarded_lines(req, peer, host, trusted):
+    """The X-Forwarded-* lines a request goes on with (PROTOCOL.md B5). A `trusted` proxy's values
+    are kept, its For list extended with `peer` (the address it connected from); anyone else's
+    are replaced, since they could be forged. `host` is the Host the request is for."""
+    prior_for = req.get(b"x-forwarded-for") if trusted else None
+    proto = req.get(b"x-forwarded-proto") if trusted else None
+    forwarded_host = req.get(b"x-forwarded-host") if trusted else None
+    lines = [
+        b"X-Forwarded-For: " + (prior_for + b", " if prior_for else b"") + peer.encode(),
+        b"X-Forwarded-Proto: " + (proto or b"http"),
+        b"X-Forwarded-Host: " + (forwarded_host or host.encode("latin-1")),
+    ]
+    if req.version == b"HTTP/1.0" and not req.is_upgrade:
+        # Keep the shared tunnel socket open behind an HTTP/1.0 visitor.
+        lines.append(b"Connection: keep-alive")
+    return lines
 
 
 def _from_absolute_form(req, drop):

@@ -18,7 +18,7 @@ from gevent.hub import Waiter
 from gevent.monkey import get_original
 
 from .framing import Fixed
-from .http11 import HttpError, find_head_end
+from .http11 import next_head
 
 log = logging.getLogger(__name__)
 
@@ -162,15 +162,13 @@ class Reader:
 
         Raises HttpError(431) past `limit` bytes and Closed on an EOF inside a head. The
         caller bounds the time (a deadline): a slow sender must not hold anyone else."""
-        buf, self.buf = self.buf.lstrip(b"\r\n"), b""
+        buf, self.buf = self.buf, b""
         scanned = 0
         while True:
-            end = find_head_end(buf, scanned)
-            if end > limit or (end < 0 and len(buf) > limit):
-                raise HttpError(431, "the request head is larger than %d bytes" % limit)
-            if end >= 0:
-                self.buf = buf[end:]
-                return buf[:end]
+            head, buf = next_head(buf, limit, scanned)
+            if head is not None:
+                self.buf = buf
+                return head
             scanned = len(buf)
             data = self.sock.recv(BUFSIZE)
             self.drained = len(data) < BUFSIZE
@@ -178,7 +176,7 @@ class Reader:
                 if buf:
                     raise Closed("connection closed in the middle of a head")
                 return None
-            buf = (buf + data).lstrip(b"\r\n") if not buf else buf + data
+            buf += data
 
 
 def copy_body(src, framer, dst, prefix=b"", bound=None):
