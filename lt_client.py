@@ -64,7 +64,7 @@ from gevent.event import Event
 from localtunnel import protocol, relay
 from localtunnel.cli import ExitStatus, UsageError, fail, parse_command_line
 from localtunnel.deadlines import Deadlines, tick_for
-from localtunnel.forward import BadResponse, DestinationDied, Limits, ResponseTimeout, forward
+from localtunnel.forward import FAILURES, BadResponse, DestinationDied, Limits, ResponseTimeout, forward
 from localtunnel.framing import request_framer
 from localtunnel.http11 import IDEMPOTENT_METHODS, HttpError, parse_request_head, replace_header
 
@@ -111,8 +111,11 @@ class Unreachable(Exception):
         self.retry_after = retry_after
 
 
-class LocalDown(Exception):
+class LocalDown(HttpError):
     """The local service did not accept a connection."""
+
+    def __init__(self, what):
+        super().__init__(502, what, "local-unreachable")
 
 
 class Backoff:
@@ -243,12 +246,31 @@ class Local:
             self.served, self.proven = 0, False
 
 
-def error_page(options, status, code, what):
+#: What each failure of forward() on the way to the local service was, for the error page; its
+#: status and code come from forward.FAILURES, the table the server answers from too.
+_LOCAL_FAILURES = {
+    DestinationDied: "it closed the connection without answering",
+    BadResponse: "its answer is not HTTP ({why})",
+    ResponseTimeout: "no answer within {seconds:g} s",
+}
+
+
+def local_failure(exc):
+    """The HttpError a visitor gets when forward() to the local service failed with `exc`."""
+    status, _, code = FAILURES[type(exc)]
+    what = _LOCAL_FAILURES[type(exc)].format(why=getattr(exc, "message", ""), seconds=RESPONSE_TIMEOUT)
+    return HttpError(status, what, code)
+
+
+def error_page(options, error):
+    """Every error page the client sends is rendered here, from an HttpError."""
+    if error.code == "bad-request":     # the server sent something that is not a request
+        return protocol.error_response(error.status, error.code, "Bad request: %s." % error.message)
     where = "%s:%d" % (options.local_host, options.port)
-    return protocol.error_response(status, code, (
+    return protocol.error_response(error.status, error.code, (
         "The localtunnel client could not get an answer from the local service at %s: %s.\n"
         "The tunnel owner should start the service, or check lt-client's --port and --local-host."
-        % (where, what)))
+        % (where, error.message)))
 
 
 def exchange(remote, local, req, head, framer, options):
@@ -259,28 +281,22 @@ def exchange(remote, local, req, head, framer, options):
     while True:
         try:
             conn, reused = local.get(retry)
-        except LocalDown as exc:
-            remote.sock.sendall(error_page(options, 502, "local-unreachable", exc))
-            return 502, False
-        try:
             outcome = forward(remote, conn, req, head, framer, options.limits)
-        except DestinationDied:
+        except LocalDown as exc:
+            return _answer_error(remote, options, exc)
+        except (DestinationDied, BadResponse, ResponseTimeout) as exc:
             local.close()
-            if reused and retry:
+            if isinstance(exc, DestinationDied) and reused and retry:
                 retry = False   # it closed an idle keep-alive connection just as we used it
                 continue
-            remote.sock.sendall(error_page(options, 502, "local-closed", "it closed the connection without answering"))
-            return 502, False
-        except BadResponse as exc:
-            local.close()
-            remote.sock.sendall(error_page(options, 502, "local-bad-response", "its answer is not HTTP (%s)" % exc.message))
-            return 502, False
-        except ResponseTimeout:
-            local.close()
-            remote.sock.sendall(error_page(options, 504, "local-timeout", "no answer within %g s" % RESPONSE_TIMEOUT))
-            return 504, False
+            return _answer_error(remote, options, local_failure(exc))
         local.answered(outcome)
         return outcome.response.status, outcome.in_sync
+
+
+def _answer_error(remote, options, error):
+    remote.sock.sendall(error_page(options, error))
+    return error.status, False
 
 
 def serve_tunnel_socket(sock, options):
@@ -305,7 +321,7 @@ def serve_tunnel_socket(sock, options):
             if not in_sync:
                 return served   # only a close can end this response, or the socket is out of step
     except HttpError as exc:
-        _send_quietly(sock, protocol.error_response(exc.status, "bad-request", "Bad request: %s." % exc.message))
+        _send_quietly(sock, error_page(options, exc))
         return served
     except (OSError, relay.Closed) as exc:
         if not relay.is_expected_disconnect(exc) and not isinstance(exc, relay.Closed):

@@ -9,6 +9,7 @@ import time
 from collections import deque
 
 from . import protocol
+from .http11 import HttpError
 
 #: The rate limit's window.
 WINDOW = 60.0
@@ -19,10 +20,11 @@ MAX_TRACKED = 100000
 RETRY_AFTER_SECONDS = 10
 
 
-class Refusal(Exception):
+class Refusal(HttpError):
+    """Who asked may not create a tunnel (or look one up) now; the API answers with it."""
+
     def __init__(self, status, message, headers=()):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, list(headers)
+        super().__init__(status, message, "refused", headers)
 
 
 class Admission:

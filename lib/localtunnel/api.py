@@ -10,8 +10,7 @@ from flask import Flask, Response, redirect, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import __version__, protocol
-from .admission import Refusal
-from .registry import RegistryFull
+from .http11 import HttpError
 from .wsgi import FRONT_ENVIRON_KEY
 
 log = logging.getLogger(__name__)
@@ -19,6 +18,11 @@ log = logging.getLogger(__name__)
 
 def _json(body, status=200, headers=()):
     return Response(body, status=status, content_type=protocol.JSON_TYPE, headers=list(headers))
+
+
+def _refusal(error):
+    """An HttpError as the API says it: JSON with a message, as the Node server does (A2)."""
+    return _json(protocol.json_compact({"message": error.message}), error.status, error.headers)
 
 
 def _rss_bytes():
@@ -53,13 +57,10 @@ def _tunnel_answer(registry, settings, admission, public_port, requested):
     try:
         admission.check(address, request.headers.get("Authorization"), requested)
         tunnel = registry.create(requested, address)
-    except Refusal as refusal:
+    except HttpError as refusal:    # admission.Refusal, registry.RegistryFull
         log.info("refused a tunnel for %s (asked for %s): %d %s", address, requested or "any",
                  refusal.status, refusal.message)
-        return _json(protocol.json_compact({"message": refusal.message}), refusal.status, refusal.headers)
-    except RegistryFull:
-        return _json(protocol.json_compact({"message": "No free tunnel names right now; try again in a minute."}),
-                     503, [("Retry-After", "60")])
+        return _refusal(refusal)
     url = protocol.tunnel_url(tunnel.id, _public_host(settings, public_port), settings.secure)
     log.info("tunnel %s: created for %s (asked for %s)", tunnel.id, address, requested or "any")
     return _json(protocol.tunnel_info(tunnel.id, tunnel.port, tunnel.max_sockets, url))
@@ -105,8 +106,8 @@ def create_app(registry, settings, metrics, admission, public_port):
     def tunnel_status(tunnel_id):
         try:
             admission.check_lookup(_client_address(settings))
-        except Refusal as refusal:
-            return _json(protocol.json_compact({"message": refusal.message}), refusal.status, refusal.headers)
+        except HttpError as refusal:
+            return _refusal(refusal)
         tunnel = registry.get(tunnel_id)
         if tunnel is None:
             return Response("Not Found", 404, content_type="text/plain; charset=utf-8")

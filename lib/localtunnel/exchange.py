@@ -9,24 +9,31 @@ a response has gone out.
 import logging
 import time
 
-from .forward import BadResponse, DestinationDied, ResponseTimeout, forward
-from .http11 import IDEMPOTENT_METHODS
+from .forward import FAILURES, BadResponse, DestinationDied, ResponseTimeout, forward
+from .http11 import IDEMPOTENT_METHODS, HttpError
 from .tunnel import NoSocket, TunnelGone
 
 log = logging.getLogger(__name__)
 
-class Failed(Exception):
-    """The exchange failed before any response byte reached the visitor: answer with this."""
-
-    def __init__(self, status, code, message):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+#: What each failure of forward() tells the visitor, beside its status and code (forward.FAILURES).
+_FAILURE_MESSAGES = {
+    DestinationDied: (
+        "The client of tunnel {id} closed its connection before answering.\n"
+        "The local service may have crashed or closed the connection; the tunnel owner should "
+        "check it and the localtunnel client."),
+    BadResponse: (
+        "The client of tunnel {id} sent an answer that is not valid HTTP ({why}).\n"
+        "The tunnel owner should check that --port points at an HTTP service."),
+    ResponseTimeout: (
+        "The service behind tunnel {id} did not answer within {seconds:g} s.\n"
+        "The tunnel owner should check the local service."),
+}
 
 
 def proxy_request(tunnel, visitor, req, head, body_framer, settings, limits, address=None):
     """Send one request through `tunnel` and its response to the visitor, whose `address` counts
     against its share of the tunnel's sockets. Returns (whether the visitor connection may carry
-    another request, the forward.Outcome); raises Failed for an error page instead."""
+    another request, the forward.Outcome); raises HttpError for an error page instead."""
     # If a tunnel socket dies before answering an idempotent request without a body, the request
     # goes again on another socket, while --socket-wait allows and at most once per tunnel
     # socket. Sockets die in clusters: the npm client ends its tunnel socket whenever its local
@@ -42,16 +49,18 @@ def proxy_request(tunnel, visitor, req, head, body_framer, settings, limits, add
         try:
             outcome = forward(visitor, ts.reader, req, head, body_framer, limits,
                               close_src=not keep_alive)
-        except DestinationDied:
+        except DestinationDied as exc:
             tunnel.drop(ts, died=True)
             if not retries or time.monotonic() >= deadline:
-                raise Failed(502, "tunnel-closed", _died_message(tunnel.id)) from None
+                raise _failure(tunnel, settings, exc) from None
             retries -= 1
             log.debug("tunnel %s: socket died before answering, sending again", tunnel.id)
             continue
-        except BaseException as exc:
+        except (BadResponse, ResponseTimeout) as exc:
+            tunnel.drop(ts)
+            raise _failure(tunnel, settings, exc) from None
+        except BaseException:
             tunnel.drop(ts)     # state unknown: never hand it to another visitor
-            _raise_as_failed(tunnel, settings, exc)
             raise
         (tunnel.release if outcome.dst_reusable else tunnel.drop)(ts)
         outcome.waited = waited
@@ -62,34 +71,21 @@ def _checkout(tunnel, settings, address, wait):
     try:
         return tunnel.checkout(wait, address)
     except NoSocket:
-        raise Failed(504, "no-free-socket", (
+        raise HttpError(504, (
             "Tunnel %s is connected, but none of its connections came free within %g s.\n"
             "Try again in a moment. If this persists, the tunnel owner should check that the "
             "local service answers requests promptly." % (tunnel.id, settings.socket_wait)
-        )) from None
+        ), "no-free-socket") from None
     except TunnelGone:
-        raise Failed(502, "tunnel-closed", (
+        raise HttpError(502, (
             "Tunnel %s closed while this request waited for it.\n"
             "The tunnel owner should restart their localtunnel client." % tunnel.id
-        )) from None
+        ), "tunnel-closed") from None
 
 
-def _raise_as_failed(tunnel, settings, exc):
-    if isinstance(exc, ResponseTimeout):
-        raise Failed(504, "response-timeout", (
-            "The service behind tunnel %s did not answer within %g s.\n"
-            "The tunnel owner should check the local service." % (tunnel.id, settings.response_timeout)
-        )) from None
-    if isinstance(exc, BadResponse):
-        raise Failed(502, "bad-response", (
-            "The client of tunnel %s sent an answer that is not valid HTTP (%s).\n"
-            "The tunnel owner should check that --port points at an HTTP service." % (tunnel.id, exc.message)
-        )) from None
-
-
-def _died_message(tunnel_id):
-    return (
-        "The client of tunnel %s closed its connection before answering.\n"
-        "The local service may have crashed or closed the connection; the tunnel owner should "
-        "check it and the localtunnel client." % tunnel_id
-    )
+def _failure(tunnel, settings, exc):
+    """The HttpError for a visitor when forward() failed with `exc` (see forward.FAILURES)."""
+    status, code, _ = FAILURES[type(exc)]
+    message = _FAILURE_MESSAGES[type(exc)].format(
+        id=tunnel.id, why=getattr(exc, "message", ""), seconds=settings.response_timeout)
+    return HttpError(status, message, code)

@@ -34,6 +34,16 @@ class _Stalled(Exception):
     """A body stopped moving for longer than the response bound: the peer is gone or stuck."""
 
 
+#: What a visitor is answered when forward() fails before any response byte went out, the same
+#: table for both ends: the status, and the X-Localtunnel-Status code on the server (the tunnel
+#: failed) and on the client (the local service failed). Each end words its own message.
+FAILURES = {
+    DestinationDied: (502, "tunnel-closed", "local-closed"),
+    BadResponse: (502, "bad-response", "local-bad-response"),
+    ResponseTimeout: (504, "response-timeout", "local-timeout"),
+}
+
+
 #: Methods whose request body origins commonly never read (no semantics in RFC 9110). An origin
 #: that leaves a body unread reads it as the next request, and answers it to the next visitor.
 _BODY_OFTEN_IGNORED = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE", b"CONNECT"))

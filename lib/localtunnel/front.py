@@ -12,7 +12,7 @@ from gevent.pool import Pool
 
 from . import protocol, relay, wsgi
 from .descriptors import Acceptor
-from .exchange import Failed, proxy_request
+from .exchange import proxy_request
 from .forward import Limits
 from .framing import Fixed, request_framer
 from .http11 import (
@@ -106,12 +106,10 @@ class Front:
                     # run between them, or thousands sent at once hold the whole process.
                     relay.yield_to_others()
         except HttpError as exc:
-            self._send_error(sock, exc.status, "bad-request", _bad_request_message(exc))
-        except Failed as exc:
-            self._send_error(sock, exc.status, exc.code, exc.message)
+            self._send_error(sock, exc)
         except _HeadTimeout:
-            self._send_error(sock, 408, "head-timeout", (
-                "The request head did not arrive within %g s." % self.settings.head_timeout))
+            self._send_error(sock, HttpError(408, (
+                "The request head did not arrive within %g s." % self.settings.head_timeout), "head-timeout"))
         except (relay.Closed, _SendTimeout):
             pass
         except OSError as exc:
@@ -129,9 +127,9 @@ class Front:
                 sock.recv(relay.BUFSIZE)
         except (_HeadTimeout, OSError):
             pass
-        self._send_error(sock, 503, "busy", (
+        self._send_error(sock, HttpError(503, (
             "This server is serving its maximum of %d visitor connections.\n"
-            "Try again in a moment." % self.settings.max_visitors))
+            "Try again in a moment." % self.settings.max_visitors), "busy"))
 
     def _next_request(self, visitor, idle):
         """The next request head, parsed; None when the visitor closed or idled out."""
@@ -168,10 +166,10 @@ class Front:
         tunnel = self.registry.get(tunnel_id)
         if tunnel is None:
             _log_access(ip, req, 404, 0, tunnel_id, 0.0, time.monotonic(), "no-such-tunnel")
-            raise Failed(404, "no-such-tunnel", (
+            raise HttpError(404, (
                 "There is no tunnel named %s on this server.\n"
                 "If it is yours, start your localtunnel client again (lt --port <port> --subdomain %s)."
-                % (tunnel_id, tunnel_id)))
+                % (tunnel_id, tunnel_id)), "no-such-tunnel")
         framer = request_framer(req)
         extra = forwarded_lines(req, ip, host, ip in self.settings.trusted_proxies)
         head = forward_request_head(req, extra, drop=FORWARDED_HEADERS)
@@ -179,7 +177,7 @@ class Front:
         try:
             keep, outcome = proxy_request(tunnel, visitor, req, head, framer, self.settings, self.limits,
                                           self._visitor_address(req, ip))
-        except Failed as exc:
+        except HttpError as exc:
             _log_access(ip, req, exc.status, 0, tunnel_id, 0.0, started, exc.code)
             raise
         self.metrics.request(outcome.response.status, outcome.bytes_in, outcome.bytes_out, outcome.waited)
@@ -214,10 +212,12 @@ class Front:
         with self.deadlines.bound(self.settings.head_timeout, _SendTimeout):
             sock.sendall(data)
 
-    def _send_error(self, sock, status, code, message):
-        self.metrics.error(code)
+    def _send_error(self, sock, error):
+        """Every error page the public port sends is rendered here, from an HttpError."""
+        self.metrics.error(error.code)
+        message = _bad_request_message(error) if error.code == "bad-request" else error.message
         try:
-            self._send(sock, protocol.error_response(status, code, message))
+            self._send(sock, protocol.error_response(error.status, error.code, message))
         except (OSError, _SendTimeout):
             pass    # the visitor left or does not read; nothing to tell them
 

@@ -26,12 +26,15 @@ IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b
 
 
 class HttpError(Exception):
-    """Bad input from a peer. `status` is what the side that read it answers with."""
+    """An answer that ends an exchange, raised wherever a request is refused or cannot be served:
+    the `status`, the X-Localtunnel-Status `code` that tells our answers from a service's own, a
+    `message` for a person, and extra `headers` (Retry-After, WWW-Authenticate). Each end renders
+    it in one place. The default code is for bad input from a peer: `status` is then what the
+    side that read it answers with."""
 
-    def __init__(self, status, message):
+    def __init__(self, status, message, code="bad-request", headers=()):
         super().__init__(message)
-        self.status = status
-        self.message = message
+        self.status, self.message, self.code, self.headers = status, message, code, list(headers)
 
 
 class Head:

@@ -8,6 +8,7 @@ import random
 from collections import Counter
 
 from . import protocol
+from .http11 import HttpError
 from .tunnel import Tunnel
 
 log = logging.getLogger(__name__)
@@ -17,8 +18,12 @@ log = logging.getLogger(__name__)
 RANDOM_ID_TRIES = 64
 
 
-class RegistryFull(Exception):
+class RegistryFull(HttpError):
     """No free random id could be found."""
+
+    def __init__(self):
+        super().__init__(503, "No free tunnel names right now; try again in a minute.", "no-free-name",
+                         [("Retry-After", "60")])
 
 
 class Registry:
