@@ -61,12 +61,13 @@ except ImportError:     # run from a checkout without `pip install -e .`
 import gevent
 from gevent.event import Event
 
-from localtunnel import protocol, relay
+from localtunnel.transfer import relay
+from localtunnel.wire import protocol
 from localtunnel.cli import ExitStatus, UsageError, fail, parse_command_line
-from localtunnel.deadlines import Deadlines, tick_for
-from localtunnel.forward import FAILURES, BadResponse, DestinationDied, Limits, ResponseTimeout, forward
-from localtunnel.framing import request_framer
-from localtunnel.http11 import IDEMPOTENT_METHODS, HttpError, parse_request_head, replace_header
+from localtunnel.transfer.deadlines import Deadlines, tick_for
+from localtunnel.transfer.forward import FAILURES, BadResponse, DestinationDied, Limits, ResponseTimeout, forward
+from localtunnel.wire.framing import request_framer
+from localtunnel.wire.http11 import IDEMPOTENT_METHODS, HttpError, parse_request_head, replace_header
 
 PROG = "lt-client"
 log = logging.getLogger("localtunnel.lt_client")
@@ -273,7 +274,7 @@ def error_page(options, error):
         % (where, error.message)))
 
 
-def exchange(remote, local, req, head, framer, options):
+def ask_local_service(remote, local, req, head, framer, options):
     """One request to the local service. Returns (status, whether the tunnel socket is still
     at a message boundary and may carry the next request)."""
     # A bodiless idempotent request can go again on a fresh local connection.
@@ -315,7 +316,7 @@ def serve_tunnel_socket(sock, options):
             framer = request_framer(req)
             if options.host_header:
                 head = replace_header(req, b"Host", options.host_header)
-            status, in_sync = exchange(remote, local, req, head, framer, options)
+            status, in_sync = ask_local_service(remote, local, req, head, framer, options)
             if options.print_requests:
                 print_request(req, status, started)
             if not in_sync:
@@ -347,8 +348,9 @@ def print_request(req, status, started):
 
 # --- tunnels ----------------------------------------------------------------------------------
 
-class Tunnel:
-    """One registration: max_conn_count greenlets, each keeping a tunnel socket open."""
+class Registration:
+    """One tunnel as the server gave it (?new): max_conn_count greenlets, each keeping a tunnel
+    socket open. (The server's own record of a tunnel is server/tunnel.py's Tunnel.)"""
 
     def __init__(self, info, options):
         self.address = (info.get("ip") or options.server_host, info["port"])
@@ -403,11 +405,11 @@ def keep_tunnel(options):
         name = info["id"]   # after a loss, ask for the very name we had
         announce(info, options, first)
         first = False
-        tunnel = Tunnel(info, options)
+        registration = Registration(info, options)
         try:
-            tunnel.lost.wait()
+            registration.lost.wait()
         finally:
-            tunnel.close()      # also when we are stopped: every tunnel socket closes
+            registration.close()    # also when we are stopped: every tunnel socket closes
         print("%s: connection lost, reconnecting" % PROG, file=sys.stderr, flush=True)
         announced = True    # said once; the URL line will say when it is back
 

@@ -76,10 +76,10 @@ except ImportError:     # run from a checkout without `pip install -e .`
 import gevent
 from gevent.event import Event
 
-from localtunnel import config
+from localtunnel.server import config
 from localtunnel.cli import ExitStatus, UsageError, fail, parse_command_line
-from localtunnel.front import BindError
-from localtunnel.server import Server
+from localtunnel.server.front import BindError
+from localtunnel.server.root import Server
 
 PROG = "lt-server"
 

@@ -12,7 +12,7 @@ setup(
     description="A self-hostable localtunnel server and client, wire compatible with the Node.js originals",
     python_requires=">=3.11",
     package_dir={"": ".", "localtunnel": "lib/localtunnel"},
-    packages=["localtunnel"],
+    packages=["localtunnel", "localtunnel.wire", "localtunnel.transfer", "localtunnel.server"],
     py_modules=["lt_server", "lt_client"],
     install_requires=[
         "gevent>=24.2",

@@ -26,10 +26,10 @@ sys.path.insert(0, os.path.join(ROOT, "lib"))
 sys.path.insert(0, ROOT)
 
 import lt_client  # noqa: E402
-from localtunnel import relay  # noqa: E402
-from localtunnel.config import Settings  # noqa: E402
-from localtunnel.deadlines import Deadlines  # noqa: E402
-from localtunnel.server import Server  # noqa: E402
+from localtunnel.transfer import relay  # noqa: E402
+from localtunnel.server.config import Settings  # noqa: E402
+from localtunnel.transfer.deadlines import Deadlines  # noqa: E402
+from localtunnel.server.root import Server  # noqa: E402
 
 #: What wrk sends, what our server forwards, and what nginx answers in the keep-alive scenario.
 VISITOR_REQUEST = b"GET /1k HTTP/1.1\r\nHost: bench.localhost:18080\r\n\r\n"

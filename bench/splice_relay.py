@@ -14,7 +14,7 @@ import sys  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
-from localtunnel.relay import Reader, splice  # noqa: E402
+from localtunnel.transfer.relay import Reader, splice  # noqa: E402
 
 
 def serve(listen_port, upstream_port):

@@ -14,8 +14,8 @@ sys.path.insert(0, os.path.join(ROOT, "lib"))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from localtunnel.config import Settings  # noqa: E402
-from localtunnel.server import Server  # noqa: E402
+from localtunnel.server.config import Settings  # noqa: E402
+from localtunnel.server.root import Server  # noqa: E402
 
 import helpers  # noqa: E402
 

@@ -354,7 +354,8 @@ def scripted_origin(answer, nodelay=False, close_after=False):
     so. For origins that misbehave on cue. Returns the started StreamServer (`server_port`)."""
     from gevent.server import StreamServer
 
-    from localtunnel import framing, http11, relay
+    from localtunnel.transfer import relay
+    from localtunnel.wire import framing, http11
 
     def handle(sock, _addr):
         if nodelay:

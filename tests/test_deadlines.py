@@ -4,7 +4,7 @@ import time
 import gevent
 import pytest
 
-from localtunnel.deadlines import Deadlines, tick_for
+from localtunnel.transfer.deadlines import Deadlines, tick_for
 
 
 class Late(Exception):

@@ -140,7 +140,7 @@ def test_help_explains_every_flag(procs):
 
 
 def test_every_setting_has_a_flag_and_a_variable_documented_in_help_and_readme():
-    from localtunnel import config
+    from localtunnel.server import config
 
     import lt_server
     with open(os.path.join(helpers.ROOT, "README.md")) as readme:
@@ -160,7 +160,7 @@ def test_every_setting_has_a_flag_and_a_variable_documented_in_help_and_readme()
     ("auth_token", "s3cret", "s3cret", "other", "other"),
 ])
 def test_limits_come_from_variables_and_flags_and_a_flag_wins(field, raw, value, flag, flag_value):
-    from localtunnel import config
+    from localtunnel.server import config
 
     environ = {config.env_name(field): raw}
     assert getattr(config.from_sources(environ), field) == value

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 import helpers
-from localtunnel import tunnel
+from localtunnel.server import tunnel
 from helpers import FakeClient, new_tunnel, start_server_process, timed_visits
 
 #: How long a victim measures while an attack runs.

@@ -5,9 +5,9 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from localtunnel import framing, http11
-from localtunnel.framing import Chunked, Fixed, UntilClose, request_framer, response_framer
-from localtunnel.http11 import (
+from localtunnel.wire import framing, http11
+from localtunnel.wire.framing import Chunked, Fixed, UntilClose, request_framer, response_framer
+from localtunnel.wire.http11 import (
     HttpError, find_head_end, forward_request_head, next_head, parse_request_head, parse_response_head,
     request_host,
 )

@@ -45,7 +45,7 @@ def test_metrics_count_real_traffic(server):
 
 
 def test_socket_wait_buckets_count_each_wait_at_or_below_their_bound():
-    from localtunnel.metrics import Metrics
+    from localtunnel.server.metrics import Metrics
 
     class NoTunnels:
         def __len__(self):

@@ -6,7 +6,7 @@ import random
 import pytest
 from hypothesis import given, strategies as st
 
-from localtunnel import protocol
+from localtunnel.wire import protocol
 
 
 @pytest.mark.parametrize("name, valid", [

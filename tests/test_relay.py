@@ -7,9 +7,9 @@ import time
 import gevent
 import pytest
 
-from localtunnel import relay
-from localtunnel.deadlines import Deadlines
-from localtunnel.framing import Fixed
+from localtunnel.transfer import relay
+from localtunnel.transfer.deadlines import Deadlines
+from localtunnel.wire.framing import Fixed
 
 
 def test_a_recv_that_comes_back_short_emptied_the_kernel_buffer():

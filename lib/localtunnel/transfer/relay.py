@@ -17,8 +17,8 @@ import gevent.socket
 from gevent.hub import Waiter
 from gevent.monkey import get_original
 
-from .framing import Fixed
-from .http11 import next_head
+from ..wire.framing import Fixed
+from ..wire.http11 import next_head
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ class _Activity:
         self.last = time.monotonic()
 
 
-def _pump(src, dst, activity):
+def _copy_one_way(src, dst, activity):
     """One direction of a splice. EOF half-closes the other side instead of tearing it down,
     so a peer that finished sending can still receive (sshuttle, mitmproxy do the same)."""
     moved = 0
@@ -342,10 +342,10 @@ def splice(a, b, idle=None, linger=LINGER):
     pushes one way is busy, not idle; but a peer that never closes its half (Node's upgraded
     sockets allow half-open ones) must not hold the connection, and a tunnel socket, for ever."""
     activity = _Activity()
-    pumps = [gevent.spawn(_pump, a, b.sock, activity), gevent.spawn(_pump, b, a.sock, activity)]
+    directions = [gevent.spawn(_copy_one_way, a, b.sock, activity), gevent.spawn(_copy_one_way, b, a.sock, activity)]
     try:
         while True:
-            running = [pump for pump in pumps if not pump.ready()]
+            running = [direction for direction in directions if not direction.ready()]
             if not running:
                 return
             quiet = idle if len(running) == 2 else min(linger, idle or linger)
@@ -356,4 +356,4 @@ def splice(a, b, idle=None, linger=LINGER):
             else:
                 gevent.wait(running, timeout=activity.last + quiet - time.monotonic(), count=1)
     finally:
-        gevent.killall(pumps)
+        gevent.killall(directions)

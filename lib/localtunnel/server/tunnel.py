@@ -10,13 +10,12 @@ import time
 from collections import Counter, deque
 
 import gevent
-
 from gevent.event import AsyncResult, Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from . import protocol
-from .relay import InputProbe, Reader
+from ..transfer.relay import InputProbe, Reader
+from ..wire import protocol
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import logging
 
 import gevent.monkey
 
+from ..transfer.deadlines import Deadlines, tick_for
 from .admission import Admission
 from .api import create_app
-from .deadlines import Deadlines, tick_for
 from .descriptors import fit_descriptor_limit
 from .front import Front
 from .metrics import Metrics

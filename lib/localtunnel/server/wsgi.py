@@ -10,8 +10,8 @@ import io
 import sys
 from urllib.parse import unquote_to_bytes
 
-from . import protocol
-from .http11 import origin_form
+from ..wire import protocol
+from ..wire.http11 import origin_form
 
 #: Set in the WSGI environ for a request that came in on the public port, so the Host it carries
 #: is the public one and goes into the tunnel URL as sent (api.py reads it).

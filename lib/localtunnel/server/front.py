@@ -10,15 +10,23 @@ import time
 
 from gevent.pool import Pool
 
-from . import protocol, relay, wsgi
-from .descriptors import Acceptor
-from .exchange import proxy_request
-from .forward import Limits
-from .framing import Fixed, request_framer
-from .http11 import (
-    FORWARDED_HEADERS, HttpError, forward_request_head, forwarded_lines, next_head, parse_request_head,
-    request_host, skip_blank_lines,
+from ..transfer import relay
+from ..transfer.forward import Limits
+from ..wire import protocol
+from ..wire.framing import Fixed, request_framer
+from ..wire.http11 import (
+    FORWARDED_HEADERS,
+    HttpError,
+    forward_request_head,
+    forwarded_lines,
+    next_head,
+    parse_request_head,
+    request_host,
+    skip_blank_lines,
 )
+from . import wsgi
+from .descriptors import Acceptor
+from .dispatch import send_through_tunnel
 
 log = logging.getLogger(__name__)
 #: One line per request, in the combined log format plus the tunnel name and timings.
@@ -175,7 +183,7 @@ class Front:
         head = forward_request_head(req, extra, drop=FORWARDED_HEADERS)
         started = time.monotonic()
         try:
-            keep, outcome = proxy_request(tunnel, visitor, req, head, framer, self.settings, self.limits,
+            keep, outcome = send_through_tunnel(tunnel, visitor, req, head, framer, self.settings, self.limits,
                                           self._visitor_address(req, ip))
         except HttpError as exc:
             _log_access(ip, req, exc.status, 0, tunnel_id, 0.0, started, exc.code)

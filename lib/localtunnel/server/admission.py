@@ -8,8 +8,8 @@ import math
 import time
 from collections import deque
 
-from . import protocol
-from .http11 import HttpError
+from ..wire import protocol
+from ..wire.http11 import HttpError
 
 #: The rate limit's window.
 WINDOW = 60.0

@@ -12,7 +12,7 @@ import time
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
-from . import __version__
+from .. import __version__
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 ERROR_KINDS = ("no-such-tunnel", "no-free-socket", "tunnel-closed", "bad-response", "response-timeout",

@@ -9,9 +9,9 @@ import socket
 
 import gevent
 
+from ..wire.framing import response_framer
+from ..wire.http11 import HttpError, closing_response_head, parse_response_head
 from . import relay
-from .framing import response_framer
-from .http11 import HttpError, closing_response_head, parse_response_head
 
 
 class DestinationDied(Exception):

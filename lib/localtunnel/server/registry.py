@@ -7,8 +7,8 @@ import logging
 import random
 from collections import Counter
 
-from . import protocol
-from .http11 import HttpError
+from ..wire import protocol
+from ..wire.http11 import HttpError
 from .tunnel import Tunnel
 
 log = logging.getLogger(__name__)

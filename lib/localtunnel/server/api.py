@@ -9,8 +9,9 @@ import os
 from flask import Flask, Response, redirect, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import __version__, protocol
-from .http11 import HttpError
+from .. import __version__
+from ..wire import protocol
+from ..wire.http11 import HttpError
 from .wsgi import FRONT_ENVIRON_KEY
 
 log = logging.getLogger(__name__)

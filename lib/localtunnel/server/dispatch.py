@@ -9,8 +9,14 @@ a response has gone out.
 import logging
 import time
 
-from .forward import FAILURES, BadResponse, DestinationDied, ResponseTimeout, forward
-from .http11 import IDEMPOTENT_METHODS, HttpError
+from ..transfer.forward import (
+    FAILURES,
+    BadResponse,
+    DestinationDied,
+    ResponseTimeout,
+    forward,
+)
+from ..wire.http11 import IDEMPOTENT_METHODS, HttpError
 from .tunnel import NoSocket, TunnelGone
 
 log = logging.getLogger(__name__)
@@ -30,7 +36,7 @@ _FAILURE_MESSAGES = {
 }
 
 
-def proxy_request(tunnel, visitor, req, head, body_framer, settings, limits, address=None):
+def send_through_tunnel(tunnel, visitor, req, head, body_framer, settings, limits, address=None):
     """Send one request through `tunnel` and its response to the visitor, whose `address` counts
     against its share of the tunnel's sockets. Returns (whether the visitor connection may carry
     another request, the forward.Outcome); raises HttpError for an error page instead."""
