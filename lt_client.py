@@ -63,7 +63,7 @@ from gevent.event import Event
 
 from localtunnel.transfer import relay
 from localtunnel.wire import protocol
-from localtunnel.cli import ExitStatus, UsageError, fail, parse_command_line
+from localtunnel.cli import ExitStatus, UsageError, fail, parse_command_line, run_cooperatively
 from localtunnel.transfer.deadlines import Deadlines, tick_for
 from localtunnel.transfer.forward import FAILURES, BadResponse, DestinationDied, Limits, ResponseTimeout, forward
 from localtunnel.wire.framing import request_framer
@@ -529,11 +529,8 @@ def run_until_stopped(options):
 
 
 def run():
-    """The `lt-client` console script: patch first, then the same main()."""
-    from gevent import monkey
-
-    monkey.patch_all()
-    sys.exit(main())
+    """The `lt-client` console script."""
+    run_cooperatively(main)
 
 
 if __name__ == "__main__":

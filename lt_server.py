@@ -61,11 +61,9 @@ if __name__ == "__main__":
 
     monkey.patch_all()
 
-import logging
 import os
 import signal
 import sys
-import time
 
 try:
     import localtunnel
@@ -76,8 +74,8 @@ except ImportError:     # run from a checkout without `pip install -e .`
 import gevent
 from gevent.event import Event
 
-from localtunnel.server import config
-from localtunnel.cli import ExitStatus, UsageError, fail, parse_command_line
+from localtunnel.server import config, under_gunicorn
+from localtunnel.cli import ExitStatus, UsageError, fail, parse_command_line, run_cooperatively
 from localtunnel.server.front import BindError
 from localtunnel.server.root import Server
 
@@ -105,10 +103,16 @@ def main(argv=None):
     return serve(settings)
 
 
-def serve(settings):
+def start_server(settings):
+    """A Server listening on its public port; raises BindError, with advice, when it cannot."""
     server = Server(settings)
+    server.start()
+    return server
+
+
+def serve(settings):
     try:
-        server.start()
+        server = start_server(settings)
     except BindError as exc:
         return fail(PROG, exc, ExitStatus.ERROR)
     stopping = Event()
@@ -121,92 +125,11 @@ def serve(settings):
 
 
 def run():
-    """The `lt-server` console script: patch first, then the same main()."""
-    from gevent import monkey
-
-    monkey.patch_all()
-    sys.exit(main())
+    """The `lt-server` console script."""
+    run_cooperatively(main)
 
 
 # --- gunicorn -k gevent lt_server:app ---------------------------------------------------------
-
-def _refuse(message):
-    from gunicorn.errors import AppImportError
-
-    raise AppImportError("lt_server: " + message)
-
-
-def _gunicorn_worker():
-    """The gunicorn worker that is loading us, found up the call stack (Worker.load_wsgi)."""
-    from gunicorn.workers.base import Worker
-
-    frame = sys._getframe(1)
-    while frame is not None:
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, Worker):
-            return candidate
-        frame = frame.f_back
-    return None
-
-
-def _gunicorn_app():
-    """Build and start the server inside gunicorn's gevent worker; refuse setups that would
-    split the tunnels across processes or run them on blocking sockets."""
-    import gevent.monkey
-
-    worker = _gunicorn_worker()
-    if worker is None:
-        # Loaded in the arbiter (--preload) or by another server: gunicorn would print a
-        # traceback for an exception here, so say it in one line and stop.
-        print("lt_server: lt_server:app runs only inside gunicorn's gevent worker, without "
-              "--preload (the worker must patch before the app loads): "
-              "gunicorn -k gevent lt_server:app", file=sys.stderr)
-        raise SystemExit(ExitStatus.ERROR)
-    if not gevent.monkey.is_module_patched("socket"):
-        _refuse("run it with the gevent worker: gunicorn -k gevent lt_server:app")
-    if worker.cfg.workers != 1:
-        _refuse_extra_workers(worker)
-    _log_through_gunicorn()
-    try:
-        settings = config.from_sources(os.environ)
-    except config.ConfigError as exc:
-        _refuse(str(exc))
-    server = Server(settings)
-    try:
-        server.start()
-    except BindError as exc:
-        _refuse(str(exc))
-    return server.app
-
-
-def _refuse_extra_workers(worker):
-    """Every worker would refuse at once, and gunicorn's arbiter prints a traceback when two fail
-    together. So the first says why, and the others wait to be stopped along with it."""
-    if worker.age > 1:
-        deadline = time.monotonic() + 5
-        while worker.alive and time.monotonic() < deadline:
-            gevent.sleep(0.1)
-        if not worker.alive:
-            raise SystemExit(0)
-    _refuse("run exactly one worker (-w 1): tunnels live in one process's memory, "
-            "and %d workers would each hold a different set" % worker.cfg.workers)
-
-
-def _log_through_gunicorn():
-    """Our lifecycle lines go where gunicorn's own go, at its level; access lines go to its
-    access log when one is configured (--access-logfile), else to its error log."""
-    gunicorn_log = logging.getLogger("gunicorn.error")
-    ours = logging.getLogger("localtunnel")
-    ours.handlers[:] = gunicorn_log.handlers
-    ours.setLevel(gunicorn_log.level)
-    ours.propagate = False
-    gunicorn_access = logging.getLogger("gunicorn.access")
-    if gunicorn_access.handlers:
-        access = logging.getLogger("localtunnel.access")
-        access.handlers[:] = gunicorn_access.handlers
-        access.setLevel(logging.INFO)
-        access.propagate = False
-
 
 _app = None
 
@@ -218,7 +141,7 @@ def __getattr__(name):
     if name != "app":
         raise AttributeError(name)
     if _app is None:
-        _app = _gunicorn_app()
+        _app = under_gunicorn.build_app(start_server)
     return _app
 
 

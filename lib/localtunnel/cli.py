@@ -68,3 +68,13 @@ def configure_logging(level_name):
     handler.setFormatter(logging.Formatter("%(message)s"))
     access.handlers[:] = [handler]
     access.propagate = False
+
+
+def run_cooperatively(main):
+    """A console script's body: patch for gevent, then run `main()` and exit with its status. The
+    module that defines `main` is already imported by then, which is fine as long as it only
+    creates sockets once main() runs (Server refuses to run on blocking ones)."""
+    from gevent import monkey
+
+    monkey.patch_all()
+    sys.exit(main())
