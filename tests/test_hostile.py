@@ -262,6 +262,18 @@ def tunnel_for_attack(procs, handler, *flags):
     return port, info["id"], client
 
 
+class Counted:
+    """A tunnel-side handler that counts the requests reaching it: how a test knows that its
+    attackers hold tunnel sockets, instead of sleeping and hoping they do."""
+
+    def __init__(self, handler):
+        self.handler, self.count = handler, 0
+
+    def __call__(self, sock, head):
+        self.count += 1
+        return self.handler(sock, head)
+
+
 def request_from(source, port, data):
     sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
     sock.sendall(data)
@@ -272,10 +284,12 @@ def request_from(source, port, data):
 def test_visitors_that_leave_mid_body_give_their_tunnel_sockets_back_at_once(procs):
     # Ten POSTs that promise 1000 bytes, send 10 and leave: the origin waits for the rest, and
     # used to hold all ten sockets until --response-timeout (300 s).
-    port, name, client = tunnel_for_attack(procs, read_body_then_answer)
+    handler = Counted(read_body_then_answer)
+    port, name, client = tunnel_for_attack(procs, handler)
     post = b"POST / HTTP/1.1\r\nHost: %s.localhost\r\nContent-Length: 1000\r\n\r\n" % name.encode()
     attackers = [request_from("127.0.0.1", port, post + b"x" * 10) for _ in range(10)]
-    gevent.sleep(0.3)   # each holds a tunnel socket by now
+    # The share lets one address hold 8 of the 10 sockets; the other two attackers queue.
+    helpers.wait_until(lambda: handler.count >= tunnel.visitor_share(10), 5, "the attackers to hold tunnel sockets")
     for sock in attackers:
         sock.close()
     status, seconds = timed_visit(port, name)
@@ -291,10 +305,11 @@ def test_visitors_that_never_read_a_large_response_are_cut_after_the_response_ti
         for _ in range(200):
             sock.sendall(block)
 
-    port, name, client = tunnel_for_attack(procs, endless, "--response-timeout", "2")
+    handler = Counted(endless)
+    port, name, client = tunnel_for_attack(procs, handler, "--response-timeout", "2")
     get = b"GET /big HTTP/1.1\r\nHost: %s.localhost\r\n\r\n" % name.encode()
     attackers = [request_from("127.0.0.1", port, get) for _ in range(10)]     # and never read
-    gevent.sleep(0.3)
+    helpers.wait_until(lambda: handler.count >= tunnel.visitor_share(10), 5, "the attackers to hold tunnel sockets")
     status, seconds = timed_visit(port, name)
     client.close()
     for sock in attackers:
@@ -314,11 +329,12 @@ def test_one_address_cannot_hold_every_socket_of_a_tunnel(procs):
             pass
         return False
 
-    port, name, client = tunnel_for_attack(procs, silent_websocket)
+    handler = Counted(silent_websocket)
+    port, name, client = tunnel_for_attack(procs, handler)
     upgrade = (b"GET /ws HTTP/1.1\r\nHost: %s.localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" % name.encode())
     attackers = [request_from("127.0.0.2", port, upgrade) for _ in range(10)]
-    gevent.sleep(0.3)
+    helpers.wait_until(lambda: handler.count >= tunnel.visitor_share(10), 5, "the attackers to hold tunnel sockets")
     switched = sum(sock.recv(12) == b"HTTP/1.1 101" for sock in attackers[:8])
     status, seconds = timed_visit(port, name, source="127.0.0.3")
     client.close()
