@@ -1,4 +1,4 @@
-"""What both entry points share: exit statuses, one-line usage errors, logging setup.
+"""What both entry points share: exit statuses, one-line usage errors, logging setup, patching.
 
 In the manner of httpie: `main(argv=None) -> int`, statuses as an IntEnum, and nothing a user
 types can produce a traceback.

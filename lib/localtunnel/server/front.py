@@ -25,12 +25,12 @@ from ..wire.http11 import (
     skip_blank_lines,
 )
 from . import wsgi
+from .access_log import log_access
 from .descriptors import Acceptor
 from .dispatch import send_through_tunnel
 
 log = logging.getLogger(__name__)
 #: One line per request, in the combined log format plus the tunnel name and timings.
-access_log = logging.getLogger("localtunnel.access")
 
 #: Seconds a visitor refused for lack of room may take to send its request before the 503.
 BUSY_READ = 1.0
@@ -173,7 +173,7 @@ class Front:
             return self._serve_api(visitor, req, ip)
         tunnel = self.registry.get(tunnel_id)
         if tunnel is None:
-            _log_access(ip, req, 404, 0, tunnel_id, 0.0, time.monotonic(), "no-such-tunnel")
+            log_access(ip, req, 404, 0, tunnel_id, 0.0, time.monotonic(), "no-such-tunnel")
             raise HttpError(404, (
                 "There is no tunnel named %s on this server.\n"
                 "If it is yours, start your localtunnel client again (lt --port <port> --subdomain %s)."
@@ -186,10 +186,10 @@ class Front:
             keep, outcome = send_through_tunnel(tunnel, visitor, req, head, framer, self.settings, self.limits,
                                           self._visitor_address(req, ip))
         except HttpError as exc:
-            _log_access(ip, req, exc.status, 0, tunnel_id, 0.0, started, exc.code)
+            log_access(ip, req, exc.status, 0, tunnel_id, 0.0, started, exc.code)
             raise
         self.metrics.request(outcome.response.status, outcome.bytes_in, outcome.bytes_out, outcome.waited)
-        _log_access(ip, req, outcome.response.status, outcome.bytes_out, tunnel_id, outcome.waited, started)
+        log_access(ip, req, outcome.response.status, outcome.bytes_out, tunnel_id, outcome.waited, started)
         return keep
 
     def _visitor_address(self, req, ip):
@@ -228,23 +228,6 @@ class Front:
             self._send(sock, protocol.error_response(error.status, error.code, message))
         except (OSError, _SendTimeout):
             pass    # the visitor left or does not read; nothing to tell them
-
-
-def _log_access(ip, req, status, size, tunnel_id, waited, started, error=None):
-    """`127.0.0.1 - - [24/Nov/2026:18:20:00 +0000] "GET / HTTP/1.1" 200 1024 "-" "curl/8.0"
-    tunnel=calm-otter-42 wait=0.1ms time=2.3ms`, and `error=<kind>` for our own error pages."""
-    if not access_log.isEnabledFor(logging.INFO):
-        return      # formatting a line per request is not free; skip it when nobody reads it
-    access_log.info(
-        '%s - - [%s] "%s %s %s" %d %s "%s" "%s" tunnel=%s wait=%.1fms time=%.1fms%s',
-        ip, time.strftime("%d/%b/%Y:%H:%M:%S %z"), req.method.decode("latin-1"), req.target.decode("latin-1"),
-        req.version.decode("latin-1"), status, size or "-", _header(req, b"referer"), _header(req, b"user-agent"),
-        tunnel_id, waited * 1000, (time.monotonic() - started) * 1000, " error=" + error if error else "")
-
-
-def _header(req, name):
-    value = req.get(name)
-    return value.decode("latin-1").replace('"', "%22") if value else "-"
 
 
 def _bad_request_message(exc):
