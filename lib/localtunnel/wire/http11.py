@@ -58,19 +58,20 @@ class Head:
                 return True
         return False
 
+    @property
+    def keep_alive(self):
+        """Whether the sender means the connection to stay open after this message (each kind
+        of head says where its version is)."""
+        if self.version == b"HTTP/1.0":
+            return self.has_token(b"connection", b"keep-alive")
+        return not self.has_token(b"connection", b"close")
+
 
 class Request(Head):
     __slots__ = ()
     method = property(lambda self: self.start[0])
     target = property(lambda self: self.start[1])
     version = property(lambda self: self.start[2])
-
-    @property
-    def keep_alive(self):
-        """Whether the sender expects the connection to stay open after the response."""
-        if self.version == b"HTTP/1.0":
-            return self.has_token(b"connection", b"keep-alive")
-        return not self.has_token(b"connection", b"close")
 
     @property
     def is_upgrade(self):
@@ -81,12 +82,6 @@ class Response(Head):
     __slots__ = ()
     version = property(lambda self: self.start[0])
     status = property(lambda self: self.start[1])
-
-    @property
-    def keep_alive(self):
-        if self.version == b"HTTP/1.0":
-            return self.has_token(b"connection", b"keep-alive")
-        return not self.has_token(b"connection", b"close")
 
 
 def find_head_end(buf, start=0):
