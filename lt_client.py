@@ -52,18 +52,16 @@ import urllib.parse
 import urllib.request
 import webbrowser
 
-try:
-    import localtunnel
-except ImportError:     # run from a checkout without `pip install -e .`
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-    import localtunnel
+# The package beside this file comes first: a checkout runs its own code, installed or not.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import localtunnel  # noqa: E402
 
 import gevent
 from gevent.event import Event
 
 from localtunnel.transfer import relay
 from localtunnel.wire import protocol
-from localtunnel.cli import ExitStatus, UsageError, fail, parse_command_line, run_cooperatively
+from localtunnel.cli import ExitStatus, UsageError, fail, run_cooperatively, run_main
 from localtunnel.transfer.deadlines import Deadlines, tick_for
 from localtunnel.transfer.forward import FAILURES, BadResponse, DestinationDied, Limits, ResponseTimeout, forward
 from localtunnel.wire.framing import request_framer
@@ -492,14 +490,7 @@ def _tls_context(args):
 
 
 def main(argv=None):
-    try:
-        args = parse_command_line(__doc__, argv, localtunnel.__version__, "warning")
-        if args is None:
-            return ExitStatus.OK
-        options = Options(args)
-    except UsageError as exc:
-        return fail(PROG, exc, ExitStatus.USAGE)
-    return run_until_stopped(options)
+    return run_main(PROG, __doc__, argv, "warning", Options, run_until_stopped)
 
 
 def run_until_stopped(options):

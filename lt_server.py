@@ -65,17 +65,14 @@ import os
 import signal
 import sys
 
-try:
-    import localtunnel
-except ImportError:     # run from a checkout without `pip install -e .`
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-    import localtunnel
+# The package beside this file comes first: a checkout runs its own code, installed or not.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 
 import gevent
 from gevent.event import Event
 
 from localtunnel.server import config, under_gunicorn
-from localtunnel.cli import ExitStatus, UsageError, fail, parse_command_line, run_cooperatively
+from localtunnel.cli import ExitStatus, fail, run_cooperatively, run_main
 from localtunnel.server.front import BindError
 from localtunnel.server.root import Server
 
@@ -93,14 +90,8 @@ def _flags(args):
 
 
 def main(argv=None):
-    try:
-        args = parse_command_line(__doc__, argv, localtunnel.__version__, "info")
-        if args is None:
-            return ExitStatus.OK
-        settings = config.from_sources(os.environ, _flags(args))
-    except (UsageError, config.ConfigError) as exc:
-        return fail(PROG, exc, ExitStatus.USAGE)
-    return serve(settings)
+    return run_main(PROG, __doc__, argv, "info", lambda args: config.from_sources(os.environ, _flags(args)),
+                    serve, (config.ConfigError,))
 
 
 def start_server(settings):

@@ -10,6 +10,8 @@ import sys
 
 from docopt import DocoptExit, docopt
 
+from . import __version__
+
 
 class ExitStatus(enum.IntEnum):
     OK = 0
@@ -49,6 +51,20 @@ def parse_command_line(doc, argv, version, default_log_level):
         return None
     configure_logging(args["--log-level"] or default_log_level)
     return args
+
+
+def run_main(prog, doc, argv, default_log_level, configure, run, usage_errors=()):
+    """Both entry points' main(): parse the command line (--help and --version answer and return
+    OK), build what it asks for with `configure(args)`, then return `run(what was built)`. A
+    UsageError, or one of `usage_errors`, is one line on stderr and exit status 2."""
+    try:
+        args = parse_command_line(doc, argv, __version__, default_log_level)
+        if args is None:
+            return ExitStatus.OK
+        built = configure(args)
+    except (UsageError, *usage_errors) as exc:
+        return fail(prog, exc, ExitStatus.USAGE)
+    return run(built)
 
 
 def fail(prog, message, status):
