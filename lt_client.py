@@ -298,11 +298,13 @@ def _answer_error(remote, options, error):
     return error.status, False
 
 
-def serve_tunnel_socket(sock, options):
+def serve_tunnel_socket(sock, options, local=None):
     """Serve requests arriving on one tunnel socket until it closes. Returns how many arrived,
     answered or not: a socket that carried a request was in use, not refused by the server,
-    even if the request was malformed or the socket died under it."""
-    remote, local, served = relay.Reader(sock), Local(options), 0
+    even if the request was malformed or the socket died under it. `local` is where requests go:
+    a Local of its own unless given one (bench/python_path.py gives one without a socket)."""
+    remote, served = relay.Reader(sock), 0
+    local = Local(options) if local is None else local
     try:
         while True:
             head = remote.read_head(HEAD_LIMIT)      # idle here between requests

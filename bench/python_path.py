@@ -94,9 +94,20 @@ def client_path(requests, sent=None):
     options = types.SimpleNamespace(host_header=b"127.0.0.1", print_requests=False,
                                     limits=lt_client.local_limits(Deadlines(0.1)),
                                     local_host="127.0.0.1", port=80, tls=None)
-    local = relay.Reader(MemorySocket(RESPONSE, 10 ** 12))
-    lt_client.Local.get = lambda _self, _repeatable: (local, True)    # a kept-alive local connection
-    return lambda: lt_client.serve_tunnel_socket(MemorySocket(FORWARDED_REQUEST, requests, sent), options)
+    local = KeptAliveLocal(options, relay.Reader(MemorySocket(RESPONSE, 10 ** 12)))
+    return lambda: lt_client.serve_tunnel_socket(MemorySocket(FORWARDED_REQUEST, requests, sent), options, local)
+
+
+class KeptAliveLocal(lt_client.Local):
+    """The client's own Local, with its connection to the service open and kept alive: get()
+    hands out the in-memory one where the real get() would connect; the rest runs as it is."""
+
+    def __init__(self, options, reader):
+        super().__init__(options)
+        self.kept = reader
+
+    def get(self, repeatable):
+        return self.kept, True
 
 
 def check(make_run, requests=3):

@@ -32,9 +32,8 @@ import gevent.event  # noqa: E402
 import requests  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
-import helpers  # noqa: E402
+import loopback  # noqa: E402
 import tools  # noqa: E402
 
 #: The origin's /bytes (tests/node/origin.js): a 64 KiB block where byte i is i % 251, repeated.
@@ -79,7 +78,7 @@ class Rig:
         proc = tools.Proc("soak-client-%s-%s" % (name, kind), argv + ["--subdomain", name])
         proc.wait_for(r"your url is: http://%s\." % name)
         self.clients[name] = proc
-        helpers.wait_sockets(self.port, name, 10, timeout=20)
+        loopback.wait_sockets(self.port, name, 10, timeout=20)
 
     def stop_client(self, name, how):
         proc = self.clients.pop(name)
@@ -154,20 +153,20 @@ def judge(name, answer, expected, tally, what):
 
 def fetch(rig, session, name, rng, tally):
     size = rng.choice(SIZES)
-    answer = helpers.visit(rig.port, name, "/bytes?n=%d" % size, session=session, timeout=REQUEST_TIMEOUT)
+    answer = loopback.visit(rig.port, name, "/bytes?n=%d" % size, session=session, timeout=REQUEST_TIMEOUT)
     judge(name, answer, PATTERN[:size], tally, "GET /bytes?n=%d" % size)
 
 
 def echo(rig, session, name, rng, tally):
     body = os.urandom(rng.choice(SIZES[:4]) + rng.randrange(100))
-    answer = helpers.visit(rig.port, name, "/echo", method="POST", data=body, session=session, timeout=REQUEST_TIMEOUT)
+    answer = loopback.visit(rig.port, name, "/echo", method="POST", data=body, session=session, timeout=REQUEST_TIMEOUT)
     judge(name, answer, body, tally, "POST /echo (%d bytes)" % len(body))
 
 
 def websocket(rig, name, rng, tally):
     host = "%s.localhost:%d" % (name, rig.port)
     try:
-        sock = helpers.ws_connect(rig.port, host)
+        sock = loopback.ws_connect(rig.port, host)
     except AssertionError as exc:       # not a 101: the tunnel refused, as it may while churning
         if name == "churn" and "X-Localtunnel-Status" in str(exc):
             tally.add("churn-refused")
@@ -177,8 +176,8 @@ def websocket(rig, name, rng, tally):
         sock.settimeout(REQUEST_TIMEOUT)
         for _ in range(3):
             payload = os.urandom(rng.randrange(1, 4096))
-            helpers.ws_send(sock, payload)
-            if helpers.ws_recv(sock) != (2, payload):
+            loopback.ws_send(sock, payload)
+            if loopback.ws_recv(sock) != (2, payload):
                 tally.add("corrupt", "%s WebSocket echo" % name)
                 return
         tally.add("ok")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+from loopback import wait_listening  # noqa: F401  (the harness's scripts take it from here)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "out")
 NODE_LT = os.path.join(ROOT, "tests", "node", "node_modules", ".bin", "lt")
@@ -174,17 +176,6 @@ def start_nginx(root):
     proc = Proc("nginx", ["nginx", "-c", conf, "-p", OUT, "-g", "daemon off;"])
     wait_listening(port)
     return proc, port
-
-
-def wait_listening(port, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError("nothing listens on port %d" % port)
 
 
 # --- wrk ---------------------------------------------------------------------------------------

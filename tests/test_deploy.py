@@ -57,19 +57,8 @@ def nginx_in_front(tmp_path, cert, upstream_port, procs):
     body = body.replace("example.com", "localhost")
     main = nginx_conf(tmp_path, cert, body)
     procs(["nginx", "-c", main, "-p", str(tmp_path), "-g", "daemon off;"])
-    wait_port(https_port)
+    helpers.wait_listening(https_port)
     return https_port, http_port
-
-
-def wait_port(port):
-    import gevent
-    with gevent.Timeout(10, AssertionError("nginx did not start")):
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                gevent.sleep(0.05)
 
 
 def tls_connect(port, host):
