@@ -22,7 +22,10 @@ setup(
         "prometheus-client>=0.20",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "requests>=2.31", "cryptography>=42"],
+        # --redis: several server processes and machines sharing one registry.
+        "redis": ["redis>=5.0"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "requests>=2.31", "cryptography>=42",
+                 "redis>=5.0"],
     },
     entry_points={
         "console_scripts": [

@@ -1,0 +1,139 @@
+"""Tunnel names shared by several server processes and machines, in one Redis (issue 14).
+
+A name belongs to a node, and a node is alive while its one liveness key is. Renewal therefore
+costs one Redis command per node per tick, whatever the number of tunnels: with 100 nodes renewing
+every lease/3 seconds that is about 30 commands a second, where a lease per tunnel would cost
+about 30,000 at 100,000 tunnels. A name whose node has lapsed is taken over atomically, in a Lua
+script, by whoever claims it next.
+
+Keys (under a prefix, "lt:" by default):
+  node:<node id>     the node's address (where clients and other nodes reach it), expiring after
+                     the lease unless renewed
+  name:<name>        the id of the node that holds the tunnel; no expiry of its own
+  tunnels:<node id>  the names a node holds, for counting and for a takeover to tidy up
+
+The scripts read keys they are not handed in KEYS (the owner's liveness key is only known once the
+name is read), which a single Redis allows and Redis Cluster does not: one Redis, replicated for
+safety if need be, is the registry.
+"""
+import logging
+
+from ..wire.http11 import HttpError
+
+log = logging.getLogger(__name__)
+
+#: Claim `name` for this node: free, already ours, or held by a node whose liveness key lapsed.
+#: KEYS: name key, this node's tunnels set. ARGV: node id, prefix, name. Returns 1 or 0.
+_CLAIM = """
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then return 1 end
+if owner and redis.call('EXISTS', ARGV[2] .. 'node:' .. owner) == 1 then return 0 end
+if owner then redis.call('SREM', ARGV[2] .. 'tunnels:' .. owner, ARGV[3]) end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[3])
+return 1
+"""
+
+#: Let go of `name` if this node holds it. KEYS: name key, this node's tunnels set. ARGV: node id,
+#: name. Returns 1 when it was ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+return 1
+"""
+
+#: Who holds `name`: {node id, node address}, or nil when nobody does or the holder has lapsed.
+#: KEYS: name key. ARGV: prefix.
+_OWNER = """
+local owner = redis.call('GET', KEYS[1])
+if not owner then return nil end
+local address = redis.call('GET', ARGV[1] .. 'node:' .. owner)
+if not address then return nil end
+return {owner, address}
+"""
+
+
+class RegistryUnreachable(HttpError):
+    """Redis did not answer: new tunnels and requests for other nodes' tunnels wait for it."""
+
+    def __init__(self):
+        super().__init__(503, "The tunnel registry (Redis) is unreachable; tunnels this server already "
+                              "holds keep working. Try again in a moment.", "registry-unreachable",
+                         [("Retry-After", "5")])
+
+
+class SharedNames:
+    """This node's view of the cluster's names. Every method is one round trip to Redis (none
+    waits longer than the client's socket timeouts) and raises RegistryUnreachable when Redis
+    does not answer; an outage is logged once, and its end once."""
+
+    def __init__(self, redis_client, node_id, address, lease, prefix="lt:"):
+        self._redis = redis_client
+        self.node_id, self.address, self.lease = node_id, address, lease
+        self._prefix = prefix
+        self._node_key = prefix + "node:" + node_id
+        self._tunnels_key = prefix + "tunnels:" + node_id
+        self._claim = redis_client.register_script(_CLAIM)
+        self._release = redis_client.register_script(_RELEASE)
+        self._owner = redis_client.register_script(_OWNER)
+        self._down = False
+
+    def renew(self):
+        """Say this node is alive for another lease: one SET, whatever the number of tunnels.
+        Call it every lease/3 seconds or so (the server's renewal greenlet does)."""
+        self._call(self._redis.set, self._node_key, self.address, px=int(self.lease * 1000))
+
+    def leave(self):
+        """Stop being alive now, so other nodes may take this node's names at once."""
+        self._call(self._redis.delete, self._node_key)
+
+    def claim(self, name):
+        """Whether this node now holds `name` (it was free, ours, or its node had lapsed)."""
+        return bool(self._call(self._claim, keys=[self._name_key(name), self._tunnels_key],
+                               args=[self.node_id, self._prefix, name]))
+
+    def release(self, name):
+        """Give `name` up, if this node holds it; a name another node took over is left alone."""
+        return bool(self._call(self._release, keys=[self._name_key(name), self._tunnels_key],
+                               args=[self.node_id, name]))
+
+    def owner(self, name):
+        """(node id, address) of the live node holding `name`, or None."""
+        found = self._call(self._owner, keys=[self._name_key(name)], args=[self._prefix])
+        if not found:
+            return None
+        node_id, address = found
+        return _text(node_id), _text(address)
+
+    def restore(self, names):
+        """Claim again every name this node serves, after Redis came back empty (or lost keys):
+        returns those another node holds now, whose tunnels this node must give up."""
+        return [name for name in names if not self.claim(name)]
+
+    def held_here(self):
+        """How many names this node holds, by the registry's count."""
+        return self._call(self._redis.scard, self._tunnels_key)
+
+    def _name_key(self, name):
+        return self._prefix + "name:" + name
+
+    def _call(self, function, *args, **kwargs):
+        import redis    # only a clustered server needs the package
+
+        try:
+            result = function(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not self._down:
+                self._down = True
+                log.warning("cluster: the registry (Redis) is unreachable: %s; serving the tunnels "
+                            "this node holds, refusing new ones until it answers", exc)
+            raise RegistryUnreachable() from None
+        if self._down:
+            self._down = False
+            log.warning("cluster: the registry (Redis) answers again")
+        return result
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
