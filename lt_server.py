@@ -48,6 +48,13 @@ Options:
                                 npm client with --host https://user:TOKEN@host (default none).
   --trusted-proxies=ADDRS       Comma-separated proxy addresses whose X-Forwarded-* headers are
                                 kept (default 127.0.0.1,::1).
+  --redis=URL                   Join a cluster of servers sharing one tunnel registry in Redis
+                                (redis://[:password@]host:port/db or rediss://...); without it
+                                the server runs alone, with nothing else to install.
+  --node-address=HOST           Where clients and the other nodes reach this node (default: the
+                                listening address, which must then not be a wildcard).
+  --lease=SECONDS               How long the cluster keeps this node's tunnels after it stops
+                                renewing, e.g. when it dies (default 10).
   --log-level=LEVEL             debug, info, warning or error (default info).
   --help                        Show this help.
   --version                     Show the version.

@@ -89,3 +89,9 @@ def procs():
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def redis_server(procs):
+    """A redis-server of the test's own on a free loopback port, persistence off."""
+    return helpers.RedisServer(procs)

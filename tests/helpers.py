@@ -1,7 +1,9 @@
 """Test helpers: subprocesses with bounded waits, a raw HTTP visitor, a WebSocket client, and a
 scriptable fake tunnel client. All on real loopback sockets."""
+import importlib.util
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -9,6 +11,7 @@ import sys
 import time
 
 import gevent
+import pytest
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -319,3 +322,36 @@ def scripted_origin(answer, nodelay=False, close_after=False):
     server = StreamServer(("127.0.0.1", 0), handle)
     server.start()
     return server
+
+
+# --- Redis, for the cluster ---------------------------------------------------------------------
+
+#: Tests of the cluster run Debian's redis-server and redis-py; both come with `make test-setup`.
+needs_redis = pytest.mark.skipif(not shutil.which("redis-server") or importlib.util.find_spec("redis") is None,
+                                 reason="redis-server or redis-py is not installed (make test-setup installs both)")
+
+
+class RedisServer:
+    """Debian's redis-server on a free loopback port, persistence off; stop() and start() again
+    on the same port for outage tests."""
+
+    def __init__(self, procs):
+        self.procs, self.port, self.proc = procs, free_port(), None
+        self.start()
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def start(self):
+        self.proc = self.procs(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no"])
+        wait_listening(self.port)
+
+    def stop(self):
+        self.proc.stop()
+
+    def client(self):
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)

@@ -2,7 +2,6 @@
 nodes, taken over only from a node that lapsed, one command per renewal, and an outage that is an
 answer and one log line, not a hang or a flood."""
 import logging
-import shutil
 
 import gevent
 import pytest
@@ -10,38 +9,7 @@ import pytest
 import helpers
 from localtunnel.server.cluster import RegistryUnreachable, SharedNames
 
-redis = pytest.importorskip("redis")
-pytestmark = pytest.mark.skipif(not shutil.which("redis-server"),
-                                reason="redis-server is not installed (make test-setup installs it)")
-
-
-class RedisServer:
-    """Debian's redis-server on a free loopback port, persistence off; stop() and start() again
-    on the same port for outage tests."""
-
-    def __init__(self, procs):
-        self.procs, self.port, self.proc = procs, helpers.free_port(), None
-        self.start()
-
-    @property
-    def url(self):
-        return "redis://127.0.0.1:%d/0" % self.port
-
-    def start(self):
-        self.proc = self.procs(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                "--save", "", "--appendonly", "no"])
-        helpers.wait_listening(self.port)
-
-    def stop(self):
-        self.proc.stop()
-
-    def client(self):
-        return redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-
-
-@pytest.fixture
-def redis_server(procs):
-    return RedisServer(procs)
+pytestmark = helpers.needs_redis
 
 
 def node(redis_server, node_id, lease=10.0):

@@ -64,7 +64,10 @@ def _tunnel_answer(registry, settings, admission, public_port, requested):
         return _refusal(refusal)
     url = protocol.tunnel_url(tunnel.id, _public_host(settings, public_port), settings.secure)
     log.info("tunnel %s: created for %s (asked for %s)", tunnel.id, address, requested or "any")
-    return _json(protocol.tunnel_info(tunnel.id, tunnel.port, tunnel.max_sockets, url))
+    # In a cluster, `ip` sends the client's tunnel sockets to this node, whichever node a
+    # balancer in front of the cluster would pick (the npm client prefers it to the host name).
+    extra = {"ip": registry.names.address} if registry.names.address else {}
+    return _json(protocol.tunnel_info(tunnel.id, tunnel.port, tunnel.max_sockets, url, **extra))
 
 
 def create_app(registry, settings, metrics, admission, public_port):

@@ -23,8 +23,12 @@ from ..wire.http11 import HttpError
 log = logging.getLogger(__name__)
 
 #: Claim `name` for this node: free, already ours, or held by a node whose liveness key lapsed.
-#: KEYS: name key, this node's tunnels set. ARGV: node id, prefix, name. Returns 1 or 0.
+#: It renews this node's own key too: a name claimed by a node the registry thinks dead (after a
+#: Redis restart, before the next renewal) could be taken over at once.
+#: KEYS: name key, this node's tunnels set. ARGV: node id, prefix, name, address, lease in ms.
+#: Returns 1 or 0.
 _CLAIM = """
+redis.call('SET', ARGV[2] .. 'node:' .. ARGV[1], ARGV[4], 'PX', ARGV[5])
 local owner = redis.call('GET', KEYS[1])
 if owner == ARGV[1] then return 1 end
 if owner and redis.call('EXISTS', ARGV[2] .. 'node:' .. owner) == 1 then return 0 end
@@ -54,6 +58,31 @@ return {owner, address}
 """
 
 
+class LocalNames:
+    """The names of a server that runs alone: every name is this process's to give, so the
+    registry's own dict is the whole truth. The same methods as SharedNames, doing nothing."""
+
+    node_id = address = None
+
+    def claim(self, name):
+        return True
+
+    def release(self, name):
+        return True
+
+    def owner(self, name):
+        return None
+
+    def renew(self):
+        return False
+
+    def leave(self):
+        pass
+
+    def restore(self, names):
+        return []
+
+
 class RegistryUnreachable(HttpError):
     """Redis did not answer: new tunnels and requests for other nodes' tunnels wait for it."""
 
@@ -78,11 +107,15 @@ class SharedNames:
         self._release = redis_client.register_script(_RELEASE)
         self._owner = redis_client.register_script(_OWNER)
         self._down = False
+        self._recovered = False     # an outage ended since the last renew()
 
     def renew(self):
         """Say this node is alive for another lease: one SET, whatever the number of tunnels.
-        Call it every lease/3 seconds or so (the server's renewal greenlet does)."""
+        Call it every lease/3 seconds or so (the server's renewal greenlet does). Returns True
+        when this ends an outage: the registry may have lost this node's names meanwhile."""
         self._call(self._redis.set, self._node_key, self.address, px=int(self.lease * 1000))
+        recovered, self._recovered = self._recovered, False
+        return recovered
 
     def leave(self):
         """Stop being alive now, so other nodes may take this node's names at once."""
@@ -91,7 +124,7 @@ class SharedNames:
     def claim(self, name):
         """Whether this node now holds `name` (it was free, ours, or its node had lapsed)."""
         return bool(self._call(self._claim, keys=[self._name_key(name), self._tunnels_key],
-                               args=[self.node_id, self._prefix, name]))
+                               args=[self.node_id, self._prefix, name, self.address, int(self.lease * 1000)]))
 
     def release(self, name):
         """Give `name` up, if this node holds it; a name another node took over is left alone."""
@@ -130,7 +163,7 @@ class SharedNames:
                             "this node holds, refusing new ones until it answers", exc)
             raise RegistryUnreachable() from None
         if self._down:
-            self._down = False
+            self._down, self._recovered = False, True
             log.warning("cluster: the registry (Redis) answers again")
         return result
 

@@ -37,6 +37,9 @@ class Settings:
     auth_token: str = None          # when set, creating a tunnel needs it (401 otherwise)
     body_settle: float = 1.0        # seconds a request body may trail its response
     trusted_proxies: frozenset = frozenset({"127.0.0.1", "::1"})  # may set X-Forwarded-*
+    redis_url: str = None           # redis:// or rediss:// URL: join a cluster sharing one registry
+    node_address: str = None        # where clients and other nodes reach this node (with --redis)
+    lease: float = 10.0             # seconds a node stays alive in the registry without renewing
 
 
 def _boolean(text):
@@ -88,6 +91,17 @@ def _text(text):
     return str(text).strip() or None
 
 
+def _redis_url(text):
+    url = _text(text)
+    if url is not None and not url.startswith(("redis://", "rediss://")):
+        raise ValueError("expected redis://[:password@]host:port/db or rediss://...")
+    return url
+
+
+#: --address values that name no one address, so they cannot tell other nodes where this one is.
+WILDCARDS = frozenset(("0.0.0.0", "::", "[::]", "*"))
+
+
 def _token(text):
     # Clients send it in an HTTP header, where only printable ASCII survives every client intact.
     token = _text(text)
@@ -120,6 +134,9 @@ FIELDS = {
     "check_client_address": (_boolean, "--check-client-address"),
     "auth_token": (_token, "--auth-token"),
     "trusted_proxies": (_addresses, "--trusted-proxies"),
+    "redis_url": (_redis_url, "--redis"),
+    "node_address": (_text, "--node-address"),
+    "lease": (_seconds, "--lease"),
 }
 
 
@@ -148,4 +165,9 @@ def from_sources(environ, flags=None):
     settings = Settings(**values)
     if settings.domain:
         settings.domain = settings.domain.lower().strip(".")
+    if settings.redis_url and not settings.node_address:
+        if settings.address in WILDCARDS:
+            raise ConfigError("--redis (LT_REDIS_URL) needs --node-address (LT_NODE_ADDRESS) when --address is "
+                              "%s: the address clients and the other nodes reach this node at" % settings.address)
+        settings.node_address = settings.address
     return settings

@@ -9,6 +9,7 @@ from collections import Counter
 
 from ..wire import protocol
 from ..wire.http11 import HttpError
+from .cluster import LocalNames, RegistryUnreachable
 from .tunnel import Tunnel
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,17 @@ class RegistryFull(HttpError):
 
 
 class Registry:
-    def __init__(self, settings, deadlines, rng=None):
+    """This process's tunnels. `names` (cluster.LocalNames or cluster.SharedNames) says which
+    names are this node's to give: alone, all of them; in a cluster, those no live node holds."""
+
+    def __init__(self, settings, deadlines, rng=None, names=None):
         self.settings = settings
         self.deadlines = deadlines
+        self.names = names or LocalNames()
         self._tunnels = {}
         self._per_address = Counter()   # client address -> tunnels it holds
         self._rng = rng or random.SystemRandom()
+        self._unreleased = set()        # names Redis did not hear us give up; retried on renewal
 
     def __len__(self):
         return len(self._tunnels)
@@ -49,11 +55,14 @@ class Registry:
         if held is not None:
             if self._may_reclaim(held, client_addr):
                 log.info("tunnel %s: reclaimed by %s", requested, client_addr)
-                self.remove(held)
+                self.remove(held, release=False)    # the name stays ours for the new tunnel
             else:
                 tunnel_id = None    # the reference server's answer: a fresh random id
+        if tunnel_id is not None and held is None and not self.names.claim(tunnel_id):
+            tunnel_id = None        # another node holds it: the same answer
         if tunnel_id is None:
             tunnel_id = self._random_free_id()
+        self._unreleased.discard(tunnel_id)
         tunnel = Tunnel(tunnel_id, self.settings, client_addr, self.remove, self.deadlines)
         tunnel.start()
         self._tunnels[tunnel_id] = tunnel
@@ -69,17 +78,40 @@ class Registry:
     def _random_free_id(self):
         for _ in range(RANDOM_ID_TRIES):
             candidate = protocol.random_id(self._rng)
-            if candidate not in self._tunnels:
+            if candidate not in self._tunnels and self.names.claim(candidate):
                 return candidate
         raise RegistryFull()
 
-    def remove(self, tunnel):
+    def remove(self, tunnel, release=True):
         if self._tunnels.get(tunnel.id) is tunnel:
             del self._tunnels[tunnel.id]
             self._per_address[tunnel.client_addr] -= 1
             if not self._per_address[tunnel.client_addr]:
                 del self._per_address[tunnel.client_addr]
+            if release:
+                self._release(tunnel.id)
         tunnel.remove()
+
+    def _release(self, name):
+        try:
+            self.names.release(name)
+        except RegistryUnreachable:
+            self._unreleased.add(name)  # else the name stays ours in Redis for as long as we live
+
+    def renew(self):
+        """The cluster's renewal tick: say this node is alive, give up the names Redis did not
+        hear us release, and after an outage claim again what we serve (a Redis that restarted
+        empty forgot it), closing tunnels whose names another node took meanwhile."""
+        recovered = self.names.renew()
+        for name in list(self._unreleased):
+            if name not in self._tunnels:
+                self.names.release(name)
+            self._unreleased.discard(name)
+        if recovered:
+            for name in self.names.restore(list(self._tunnels)):
+                log.warning("tunnel %s: another node took its name while the registry was "
+                            "unreachable; closing it here", name)
+                self.remove(self._tunnels[name], release=False)
 
     def count_for(self, client_addr):
         return self._per_address.get(client_addr, 0)
@@ -87,6 +119,10 @@ class Registry:
     def close_all(self):
         for tunnel in list(self._tunnels.values()):
             self.remove(tunnel)
+        try:
+            self.names.leave()
+        except RegistryUnreachable:
+            pass    # the node's key lapses by itself within a lease
 
     def total_sockets(self):
         return sum(t.connected_sockets for t in self._tunnels.values())

@@ -4,18 +4,36 @@ Corresponds to localtunnel/server's server.js + bin/server. Both entry points bu
 `lt-server` directly, and `gunicorn -k gevent lt_server:app` inside its single gevent worker.
 """
 import logging
+import uuid
 
+import gevent
 import gevent.monkey
 
 from ..transfer.deadlines import Deadlines, tick_for
 from .admission import Admission
 from .api import create_app
+from .cluster import LocalNames, RegistryUnreachable, SharedNames
 from .descriptors import fit_descriptor_limit
 from .front import Front
 from .metrics import Metrics
 from .registry import Registry
 
 log = logging.getLogger(__name__)
+
+
+#: Seconds any one Redis command may take: a registry that stalls must not stall a request.
+REDIS_TIMEOUT = 2.0
+
+
+def shared_names(settings):
+    """The registry's names: a cluster's in Redis with --redis, else this process's own."""
+    if not settings.redis_url:
+        return LocalNames()
+    import redis    # only a clustered server needs the package: pip install 'localtunnel-py[redis]'
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT,
+                                  socket_connect_timeout=REDIS_TIMEOUT)
+    return SharedNames(client, uuid.uuid4().hex[:12], settings.node_address, settings.lease)
 
 
 class NotPatched(RuntimeError):
@@ -30,7 +48,8 @@ class Server:
         self.settings = settings
         self.deadlines = Deadlines(tick_for(settings.socket_wait, settings.head_timeout,
                                             settings.keepalive_timeout, settings.response_timeout))
-        self.registry = Registry(settings, self.deadlines)
+        self.registry = Registry(settings, self.deadlines, names=shared_names(settings))
+        self._renewal = None
         self.metrics = Metrics(self.registry)
         self.admission = Admission(settings, self.registry)
         self.app = create_app(self.registry, settings, self.metrics, self.admission, lambda: self.front.port)
@@ -45,9 +64,28 @@ class Server:
         self.front.start()
         if self._fd_warning:
             log.warning("%s", self._fd_warning)     # said once the server really runs
+        if self.settings.redis_url:
+            log.info("cluster: node %s at %s, lease %g s", self.registry.names.node_id,
+                     self.settings.node_address, self.settings.lease)
+            self._renew()       # alive in the registry before the first claim
+            self._renewal = gevent.spawn(self._renew_forever)
+
+    def _renew_forever(self):
+        # A third of the lease: two ticks can fail before the other nodes see this one lapse.
+        while True:
+            gevent.sleep(self.settings.lease / 3)
+            self._renew()
+
+    def _renew(self):
+        try:
+            self.registry.renew()
+        except RegistryUnreachable:
+            pass    # logged once per outage by the registry's names; held tunnels keep serving
 
     def stop(self):
         """Stop accepting visitors, close every tunnel, answer everyone still waiting."""
         self.front.stop()
+        if self._renewal is not None:
+            self._renewal.kill()
         self.registry.close_all()
         log.info("server stopped")

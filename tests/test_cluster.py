@@ -1,0 +1,78 @@
+"""Several servers sharing one registry in a real redis-server (issue 14), as far as it is built:
+names unique across nodes, `ip` in the creation answer, names freed when their tunnel ends, the
+settings, and a registry that goes away and comes back. Cross-node visitors are not built yet."""
+import pytest
+import requests
+
+import helpers
+from helpers import new_tunnel
+from localtunnel.server import config
+from localtunnel.server.cluster import RegistryUnreachable
+
+pytestmark = helpers.needs_redis
+
+
+@pytest.fixture
+def cluster(make_server, redis_server):
+    def node(**overrides):
+        return make_server(redis_url=redis_server.url, node_address="127.0.0.1", lease=1.0, **overrides)
+    return node
+
+
+def test_a_name_held_on_one_node_is_not_given_on_another(cluster):
+    a, b = cluster(), cluster()
+    first = new_tunnel(a.port, "calm-otter")
+    assert first["id"] == "calm-otter" and first["ip"] == "127.0.0.1"
+    second = new_tunnel(b.port, "calm-otter")
+    assert second["id"] != "calm-otter"         # the reference server's answer to a taken name
+    # Its client, from the same address, takes it back on the node that holds it (PROTOCOL.md B7).
+    assert new_tunnel(a.port, "calm-otter")["id"] == "calm-otter"
+
+
+def test_a_name_is_free_for_every_node_once_its_tunnel_ends(cluster):
+    a, b = cluster(connect_grace=0.3), cluster()
+    assert new_tunnel(a.port, "calm-otter")["id"] == "calm-otter"
+    # No client connects: the tunnel ends after its connect grace, and its name with it.
+    helpers.wait_until(lambda: a.registry.get("calm-otter") is None, 5, "the unused tunnel to end")
+    assert new_tunnel(b.port, "calm-otter")["id"] == "calm-otter"
+
+
+def test_a_server_alone_says_nothing_of_ip(make_server):
+    assert "ip" not in new_tunnel(make_server().port)
+
+
+def test_redis_needs_a_node_address_when_listening_on_a_wildcard():
+    with pytest.raises(config.ConfigError) as info:
+        config.from_sources({"LT_REDIS_URL": "redis://127.0.0.1:6379/0"})
+    assert "--node-address" in str(info.value) and "0.0.0.0" in str(info.value)
+    settings = config.from_sources({"LT_REDIS_URL": "redis://127.0.0.1:6379/0", "LT_ADDRESS": "10.1.2.3"})
+    assert settings.node_address == "10.1.2.3" and settings.lease == 10.0
+    with pytest.raises(config.ConfigError):
+        config.from_sources({}, {"redis_url": "http://127.0.0.1:6379"})
+
+
+def test_without_redis_new_tunnels_wait_and_held_ones_serve(cluster, redis_server):
+    a = cluster()
+    info = new_tunnel(a.port, "calm-otter")
+    client = helpers.FakeClient(info, 2)
+    helpers.wait_sockets(a.port, "calm-otter", 2)
+    redis_server.stop()
+    answer = requests.get("http://127.0.0.1:%d/brave-fox" % a.port, headers={"Host": "localhost:%d" % a.port})
+    assert answer.status_code == 503 and "registry (Redis) is unreachable" in answer.json()["message"]
+    assert helpers.visit(a.port, "calm-otter").status_code == 200     # the tunnel it holds serves on
+    redis_server.start()
+    # The restarted Redis is empty. The renewal tick (a third of the lease) finds it again and
+    # claims the name the node still serves; new tunnels are given again.
+    names = a.registry.names
+    helpers.wait_until(lambda: _owner(names, "calm-otter") == (names.node_id, "127.0.0.1"), 5,
+                       "the node to claim its tunnel's name again")
+    assert new_tunnel(a.port, "brave-fox")["id"] == "brave-fox"
+    assert helpers.visit(a.port, "calm-otter").status_code == 200
+    client.close()
+
+
+def _owner(names, name):
+    try:
+        return names.owner(name)
+    except RegistryUnreachable:     # while redis-server is still starting
+        return None
