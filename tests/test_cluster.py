@@ -1,6 +1,10 @@
 """Several servers sharing one registry in a real redis-server (issue 14), as far as it is built:
 names unique across nodes, `ip` in the creation answer, names freed when their tunnel ends, the
-settings, and a registry that goes away and comes back. Cross-node visitors are not built yet."""
+settings, a registry that goes away and comes back, and visitors at a node that does not hold
+their tunnel, passed on to the one that does."""
+import hashlib
+import os
+
 import pytest
 import requests
 
@@ -60,11 +64,13 @@ def test_without_redis_new_tunnels_wait_and_held_ones_serve(cluster, redis_serve
     answer = requests.get("http://127.0.0.1:%d/brave-fox" % a.port, headers={"Host": "localhost:%d" % a.port})
     assert answer.status_code == 503 and "registry (Redis) is unreachable" in answer.json()["message"]
     assert helpers.visit(a.port, "calm-otter").status_code == 200     # the tunnel it holds serves on
+    elsewhere = helpers.visit(a.port, "held-elsewhere")                 # who holds it? Redis cannot say
+    assert elsewhere.status_code == 503 and elsewhere.headers["X-Localtunnel-Status"] == "registry-unreachable"
     redis_server.start()
     # The restarted Redis is empty. The renewal tick (a third of the lease) finds it again and
     # claims the name the node still serves; new tunnels are given again.
     names = a.registry.names
-    helpers.wait_until(lambda: _owner(names, "calm-otter") == (names.node_id, "127.0.0.1"), 5,
+    helpers.wait_until(lambda: _owner(names, "calm-otter") == (names.node_id, "127.0.0.1", a.port), 5,
                        "the node to claim its tunnel's name again")
     assert new_tunnel(a.port, "brave-fox")["id"] == "brave-fox"
     assert helpers.visit(a.port, "calm-otter").status_code == 200
@@ -76,3 +82,60 @@ def _owner(names, name):
         return names.owner(name)
     except RegistryUnreachable:     # while redis-server is still starting
         return None
+
+
+# --- visitors at a node that does not hold the tunnel -----------------------------------------
+
+def _pattern_digest(size):
+    pattern = bytes(i % 251 for i in range(65536))
+    expected = hashlib.sha256()
+    for _ in range(size // 65536):
+        expected.update(pattern)
+    return expected.digest()
+
+
+@pytest.mark.node
+@pytest.mark.deadline(90)
+@pytest.mark.parametrize("kind", ["python", "node"])
+def test_visitors_at_any_node_reach_a_tunnel_held_by_another(cluster, procs, origin, kind):
+    a, b = cluster(), cluster()
+    _, url = helpers.start_client(kind, procs, a.port, origin)    # the client follows `ip` to A
+    name = helpers.tunnel_name(url)
+    helpers.wait_sockets(a.port, name, 10)
+    # Through B, from another address: the origin sees the visitor's address, not B's.
+    with helpers.session_from("127.0.0.2") as session:
+        answer = helpers.visit(b.port, name, "/headers", session=session)
+        assert answer.status_code == 200
+        assert answer.json()["headers"]["x-forwarded-for"].split(",")[0].strip() == "127.0.0.2"
+        for _ in range(20):
+            assert helpers.visit(b.port, name, "/headers", session=session).status_code == 200
+    # 64 MiB each way, byte-exact, and a WebSocket echo.
+    size = 64 * 1024 * 1024
+    answer = helpers.visit(b.port, name, "/bytes?n=%d" % size, stream=True)
+    digest, got = hashlib.sha256(), 0
+    for piece in answer.iter_content(1 << 20):
+        digest.update(piece)
+        got += len(piece)
+    assert got == size and digest.digest() == _pattern_digest(size)
+    body = os.urandom(size)
+    echoed = helpers.visit(b.port, name, "/echo", method="POST", data=body, timeout=60)
+    assert echoed.status_code == 200 and echoed.content == body
+    sock = helpers.ws_connect(b.port, "%s.localhost:%d" % (name, b.port))
+    try:
+        for payload in (b"hi", os.urandom(70000)):
+            helpers.ws_send(sock, payload)
+            assert helpers.ws_recv(sock) == (2, payload)
+    finally:
+        sock.close()
+
+
+def test_a_name_no_node_holds_is_404_and_an_ended_tunnel_is_noticed_within_a_lease(cluster):
+    a, b = cluster(connect_grace=0.5), cluster()
+    assert helpers.visit(b.port, "nobody-here").status_code == 404
+    info = new_tunnel(a.port, "calm-otter")
+    client = helpers.FakeClient(info, 2)
+    helpers.wait_sockets(a.port, "calm-otter", 2)
+    assert helpers.visit(b.port, "calm-otter").text == "GET / HTTP/1.1"    # passed on to A
+    client.close()      # the client goes; after its grace the tunnel and its name end
+    helpers.wait_until(lambda: helpers.visit(b.port, "calm-otter").status_code == 404, 5,
+                       "node B to notice the tunnel has gone")

@@ -24,14 +24,14 @@ def test_a_name_is_held_by_one_node_at_a_time(redis_server):
     assert not b.claim("calm-otter")         # held by a live node: B gives its client another name
     assert a.claim("calm-otter")             # a client taking its own name back on the same node
     assert b.claim("brave-fox")
-    assert a.owner("brave-fox") == ("node-2", "10.0.0.2") and b.owner("calm-otter") == ("node-1", "10.0.0.1")
+    assert a.owner("brave-fox") == ("node-2", "10.0.0.2", 0) and b.owner("calm-otter") == ("node-1", "10.0.0.1", 0)
     assert (a.held_here(), b.held_here()) == (1, 1)
 
 
 def test_a_released_name_is_free_and_only_its_holder_releases_it(redis_server):
     a, b = node(redis_server, "node-1"), node(redis_server, "node-2")
     assert a.claim("calm-otter")
-    assert not b.release("calm-otter") and a.owner("calm-otter") == ("node-1", "10.0.0.1")
+    assert not b.release("calm-otter") and a.owner("calm-otter") == ("node-1", "10.0.0.1", 0)
     assert a.release("calm-otter")
     assert a.owner("calm-otter") is None and b.claim("calm-otter")
 
@@ -45,6 +45,13 @@ def test_a_name_is_taken_over_only_once_its_node_has_lapsed(redis_server):
     assert b.claim("calm-otter")
     assert (a.held_here(), b.held_here()) == (0, 1)
     assert not a.release("calm-otter")       # A, back from the dead, cannot free B's tunnel
+
+
+def test_every_live_nodes_host_is_known_for_trust(redis_server):
+    a, b = node(redis_server, "node-1", lease=0.3), node(redis_server, "node-2")
+    assert a.node_hosts() == {"10.0.0.1", "10.0.0.2"}
+    gevent.sleep(0.5)       # node-1 stopped renewing
+    assert b.node_hosts() == {"10.0.0.2"}
 
 
 def test_leaving_frees_a_nodes_names_at_once(redis_server):
@@ -87,7 +94,7 @@ def test_an_outage_is_a_503_and_one_log_line_and_it_recovers(redis_server, caplo
     b = node(redis_server, "node-2")
     assert b.claim("taken-meanwhile")
     assert a.restore(["calm-otter", "taken-meanwhile"]) == ["taken-meanwhile"]
-    assert b.owner("calm-otter") == ("node-1", "10.0.0.1")
+    assert b.owner("calm-otter") == ("node-1", "10.0.0.1", 0)
 
 
 def _renews(names):

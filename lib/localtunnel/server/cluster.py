@@ -7,8 +7,9 @@ about 30,000 at 100,000 tunnels. A name whose node has lapsed is taken over atom
 script, by whoever claims it next.
 
 Keys (under a prefix, "lt:" by default):
-  node:<node id>     the node's address (where clients and other nodes reach it), expiring after
-                     the lease unless renewed
+  node:<node id>     "HOST PORT": where clients and the other nodes reach the node (its address,
+                     and its public port for visitors passed on), expiring after the lease unless
+                     renewed
   name:<name>        the id of the node that holds the tunnel; no expiry of its own
   tunnels:<node id>  the names a node holds, for counting and for a takeover to tidy up
 
@@ -16,6 +17,7 @@ The scripts read keys they are not handed in KEYS (the owner's liveness key is o
 name is read), which a single Redis allows and Redis Cluster does not: one Redis, replicated for
 safety if need be, is the registry.
 """
+import collections
 import logging
 
 from ..wire.http11 import HttpError
@@ -58,11 +60,16 @@ return {owner, address}
 """
 
 
+#: A live node as the registry names it: its id, and where to reach its public port.
+Node = collections.namedtuple("Node", "id host port")
+
+
 class LocalNames:
     """The names of a server that runs alone: every name is this process's to give, so the
     registry's own dict is the whole truth. The same methods as SharedNames, doing nothing."""
 
     node_id = address = None
+    port = 0
 
     def claim(self, name):
         return True
@@ -72,6 +79,9 @@ class LocalNames:
 
     def owner(self, name):
         return None
+
+    def node_hosts(self):
+        return frozenset()
 
     def renew(self):
         return False
@@ -100,6 +110,7 @@ class SharedNames:
     def __init__(self, redis_client, node_id, address, lease, prefix="lt:"):
         self._redis = redis_client
         self.node_id, self.address, self.lease = node_id, address, lease
+        self.port = 0       # the public port, once the front listens (root.py sets it)
         self._prefix = prefix
         self._node_key = prefix + "node:" + node_id
         self._tunnels_key = prefix + "tunnels:" + node_id
@@ -113,7 +124,7 @@ class SharedNames:
         """Say this node is alive for another lease: one SET, whatever the number of tunnels.
         Call it every lease/3 seconds or so (the server's renewal greenlet does). Returns True
         when this ends an outage: the registry may have lost this node's names meanwhile."""
-        self._call(self._redis.set, self._node_key, self.address, px=int(self.lease * 1000))
+        self._call(self._redis.set, self._node_key, self._reach(), px=int(self.lease * 1000))
         recovered, self._recovered = self._recovered, False
         return recovered
 
@@ -124,7 +135,7 @@ class SharedNames:
     def claim(self, name):
         """Whether this node now holds `name` (it was free, ours, or its node had lapsed)."""
         return bool(self._call(self._claim, keys=[self._name_key(name), self._tunnels_key],
-                               args=[self.node_id, self._prefix, name, self.address, int(self.lease * 1000)]))
+                               args=[self.node_id, self._prefix, name, self._reach(), int(self.lease * 1000)]))
 
     def release(self, name):
         """Give `name` up, if this node holds it; a name another node took over is left alone."""
@@ -132,12 +143,19 @@ class SharedNames:
                                args=[self.node_id, name]))
 
     def owner(self, name):
-        """(node id, address) of the live node holding `name`, or None."""
+        """The live Node holding `name`, or None."""
         found = self._call(self._owner, keys=[self._name_key(name)], args=[self._prefix])
         if not found:
             return None
-        node_id, address = found
-        return _text(node_id), _text(address)
+        host, _, port = _text(found[1]).rpartition(" ")
+        return Node(_text(found[0]), host, int(port))
+
+    def node_hosts(self):
+        """The hosts of every live node: their X-Forwarded-* headers are trusted, since a
+        visitor passed on from another node arrives from it. O(nodes), once per renewal tick."""
+        keys = self._call(lambda: list(self._redis.scan_iter(match=self._prefix + "node:*", count=1000)))
+        values = self._call(self._redis.mget, keys) if keys else []
+        return frozenset(_text(value).rpartition(" ")[0] for value in values if value)
 
     def restore(self, names):
         """Claim again every name this node serves, after Redis came back empty (or lost keys):
@@ -147,6 +165,9 @@ class SharedNames:
     def held_here(self):
         """How many names this node holds, by the registry's count."""
         return self._call(self._redis.scard, self._tunnels_key)
+
+    def _reach(self):
+        return "%s %d" % (self.address, self.port)
 
     def _name_key(self, name):
         return self._prefix + "name:" + name

@@ -28,6 +28,7 @@ from . import wsgi
 from .access_log import log_access
 from .descriptors import Acceptor
 from .dispatch import send_through_tunnel
+from .peers import Peers
 
 log = logging.getLogger(__name__)
 #: One line per request, in the combined log format plus the tunnel name and timings.
@@ -67,6 +68,8 @@ class Front:
         self.deadlines, self.metrics = deadlines, metrics
         self.limits = Limits(settings.head_limit, settings.response_timeout, settings.body_settle,
                              settings.splice_idle_timeout, deadlines)
+        # In a cluster, a visitor of a tunnel another node holds is passed on to that node.
+        self.peers = Peers(registry.names, settings, self.limits) if settings.redis_url else None
         self._open = 0      # visitor connections being served
         # An unbounded Pool, so stop() can end every visitor's greenlet. Not a bounded one: a full
         # pool stops accepting, and visitors would wait in the kernel's backlog with no answer.
@@ -172,19 +175,25 @@ class Front:
         if tunnel_id is None:
             return self._serve_api(visitor, req, ip)
         tunnel = self.registry.get(tunnel_id)
-        if tunnel is None:
+        node = None
+        if tunnel is None and self.peers is not None:
+            node = self.peers.owner(tunnel_id)
+        if tunnel is None and node is None:
             log_access(ip, req, 404, 0, tunnel_id, 0.0, time.monotonic(), "no-such-tunnel")
             raise HttpError(404, (
                 "There is no tunnel named %s on this server.\n"
                 "If it is yours, start your localtunnel client again (lt --port <port> --subdomain %s)."
                 % (tunnel_id, tunnel_id)), "no-such-tunnel")
         framer = request_framer(req)
-        extra = forwarded_lines(req, ip, host, ip in self.settings.trusted_proxies)
+        extra = forwarded_lines(req, ip, host, self._trusts(ip))
         head = forward_request_head(req, extra, drop=FORWARDED_HEADERS)
         started = time.monotonic()
         try:
-            keep, outcome = send_through_tunnel(tunnel, visitor, req, head, framer, self.settings, self.limits,
-                                          self._visitor_address(req, ip))
+            if tunnel is None:
+                keep, outcome = self.peers.pass_on(node, visitor, req, head, framer)
+            else:
+                keep, outcome = send_through_tunnel(tunnel, visitor, req, head, framer, self.settings, self.limits,
+                                                    self._visitor_address(req, ip))
         except HttpError as exc:
             log_access(ip, req, exc.status, 0, tunnel_id, 0.0, started, exc.code)
             raise
@@ -196,12 +205,18 @@ class Front:
         """Who a visitor is, for its share of a tunnel's sockets: behind a trusted proxy, the
         address the proxy names, or every visitor would share one share. `ip` is already in
         normal form; parsing it again per request cost 4 us."""
-        if ip not in self.settings.trusted_proxies:
+        if not self._trusts(ip):
             return ip
         forwarded = req.get(b"x-forwarded-for")
         if forwarded is None:
             return ip
-        return protocol.client_address(ip, forwarded.decode("latin-1"), self.settings.trusted_proxies)
+        trusted = self.settings.trusted_proxies | self.peers.hosts if self.peers else self.settings.trusted_proxies
+        return protocol.client_address(ip, forwarded.decode("latin-1"), trusted)
+
+    def _trusts(self, ip):
+        """Whether `ip` may say who a visitor is (X-Forwarded-*): a configured proxy, or in a
+        cluster another live node passing its visitor on."""
+        return ip in self.settings.trusted_proxies or (self.peers is not None and ip in self.peers.hosts)
 
     def _serve_api(self, visitor, req, ip):
         framer = request_framer(req)

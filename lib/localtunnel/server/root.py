@@ -65,6 +65,7 @@ class Server:
         if self._fd_warning:
             log.warning("%s", self._fd_warning)     # said once the server really runs
         if self.settings.redis_url:
+            self.registry.names.port = self.front.port    # other nodes pass visitors on to it
             log.info("cluster: node %s at %s, lease %g s", self.registry.names.node_id,
                      self.settings.node_address, self.settings.lease)
             self._renew()       # alive in the registry before the first claim
@@ -79,6 +80,7 @@ class Server:
     def _renew(self):
         try:
             self.registry.renew()
+            self.front.peers.refresh()
         except RegistryUnreachable:
             pass    # logged once per outage by the registry's names; held tunnels keep serving
 
@@ -87,5 +89,7 @@ class Server:
         self.front.stop()
         if self._renewal is not None:
             self._renewal.kill()
+        if self.front.peers is not None:
+            self.front.peers.close()
         self.registry.close_all()
         log.info("server stopped")
