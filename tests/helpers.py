@@ -132,6 +132,12 @@ def session_from(source_ip):
     return session
 
 
+def api_get(port, path):
+    """An API answer from the root host of the server at 127.0.0.1:`port`, as JSON."""
+    return requests.get("http://127.0.0.1:%d%s" % (port, path), headers={"Host": "localhost:%d" % port},
+                        timeout=5).json()
+
+
 def get_from(source_ip, url, headers=None, timeout=5):
     """GET `url` over a connection from `source_ip` (any 127/8 address is loopback)."""
     with session_from(source_ip) as session:

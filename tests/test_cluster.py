@@ -139,3 +139,24 @@ def test_a_name_no_node_holds_is_404_and_an_ended_tunnel_is_noticed_within_a_lea
     client.close()      # the client goes; after its grace the tunnel and its name end
     helpers.wait_until(lambda: helpers.visit(b.port, "calm-otter").status_code == 404, 5,
                        "node B to notice the tunnel has gone")
+
+
+def test_status_answers_for_the_cluster_from_any_node(cluster):
+    a, b = cluster(), cluster()
+    info = new_tunnel(a.port, "calm-otter")
+    client = helpers.FakeClient(info, 2)
+    helpers.wait_sockets(a.port, "calm-otter", 2)
+    # Asked at B, answered by A, which holds it.
+    assert helpers.api_get(b.port, "/api/tunnels/calm-otter/status") == {"connected_sockets": 2}
+    missing = requests.get("http://127.0.0.1:%d/api/tunnels/nobody-here/status" % b.port,
+                           headers={"Host": "localhost:%d" % b.port})
+    assert missing.status_code == 404
+    status = helpers.api_get(b.port, "/api/status")
+    assert status["tunnels"] == 0 and status["node"] == b.registry.names.node_id
+    assert status["cluster"] == {"nodes": 2, "tunnels": 1}
+    client.close()
+
+
+def test_a_server_alone_says_nothing_of_a_cluster(make_server):
+    status = helpers.api_get(make_server().port, "/api/status")
+    assert "cluster" not in status and "node" not in status

@@ -5,6 +5,8 @@ twice: by gunicorn on its bind address, and in-process for root-host requests on
 """
 import logging
 import os
+import urllib.error
+import urllib.request
 
 from flask import Flask, Response, redirect, request
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -24,6 +26,27 @@ def _json(body, status=200, headers=()):
 def _refusal(error):
     """An HttpError as the API says it: JSON with a message, as the Node server does (A2)."""
     return _json(protocol.json_compact({"message": error.message}), error.status, error.headers)
+
+
+def _status_from_owner(names, tunnel_id, settings):
+    """/api/tunnels/<id>/status for a tunnel another node holds: that node's own answer."""
+    node = names.owner(tunnel_id)
+    if node is None or node.id == names.node_id:
+        return Response("Not Found", 404, content_type="text/plain; charset=utf-8")
+    url = "http://%s:%d/api/tunnels/%s/status" % (_url_host(node.host), node.port, tunnel_id)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Host": "localhost"}),
+                                    timeout=settings.socket_wait) as answer:
+            return _json(answer.read())
+    except urllib.error.HTTPError as exc:
+        return Response(exc.read(), exc.code, content_type=exc.headers.get("Content-Type", "text/plain"))
+    except OSError as exc:
+        raise HttpError(502, "The node holding tunnel %s did not answer (%s)." % (tunnel_id, exc),
+                        "node-unreachable") from None
+
+
+def _url_host(host):
+    return "[%s]" % host if ":" in host else host
 
 
 def _rss_bytes():
@@ -86,11 +109,17 @@ def create_app(registry, settings, metrics, admission, public_port):
 
     @app.route("/api/status")
     def status():
-        # The Node server's shape, plus what an operator wants to see at a glance.
-        return _json(protocol.json_compact({
-            "tunnels": len(registry), "mem": {"rss": _rss_bytes()}, "sockets": registry.total_sockets(),
-            "uptime": round(metrics.uptime(), 1), "version": __version__,
-        }))
+        # The Node server's shape, plus what an operator wants to see at a glance; in a cluster,
+        # `tunnels` stays this node's and `cluster` counts every live node's.
+        answer = {"tunnels": len(registry), "mem": {"rss": _rss_bytes()}, "sockets": registry.total_sockets(),
+                  "uptime": round(metrics.uptime(), 1), "version": __version__}
+        if registry.names.node_id is not None:
+            answer["node"] = registry.names.node_id
+            try:
+                answer["cluster"] = registry.names.census()
+            except HttpError:
+                answer["cluster"] = None    # the registry is unreachable; this node still answers
+        return _json(protocol.json_compact(answer))
 
     @app.route("/api/health")
     def health():
@@ -113,9 +142,14 @@ def create_app(registry, settings, metrics, admission, public_port):
         except HttpError as refusal:
             return _refusal(refusal)
         tunnel = registry.get(tunnel_id)
-        if tunnel is None:
-            return Response("Not Found", 404, content_type="text/plain; charset=utf-8")
-        return _json(protocol.json_compact({"connected_sockets": tunnel.connected_sockets}))
+        if tunnel is not None:
+            return _json(protocol.json_compact({"connected_sockets": tunnel.connected_sockets}))
+        if registry.names.node_id is not None:      # in a cluster, the node holding it knows
+            try:
+                return _status_from_owner(registry.names, tunnel_id, settings)
+            except HttpError as error:
+                return _refusal(error)
+        return Response("Not Found", 404, content_type="text/plain; charset=utf-8")
 
     @app.route("/<name>", methods=all_methods)
     def named(name):

@@ -83,6 +83,9 @@ class LocalNames:
     def node_hosts(self):
         return frozenset()
 
+    def census(self):
+        return None
+
     def renew(self):
         return False
 
@@ -156,6 +159,16 @@ class SharedNames:
         keys = self._call(lambda: list(self._redis.scan_iter(match=self._prefix + "node:*", count=1000)))
         values = self._call(self._redis.mget, keys) if keys else []
         return frozenset(_text(value).rpartition(" ")[0] for value in values if value)
+
+    def census(self):
+        """{"nodes": live nodes, "tunnels": names they hold}, for /api/status: O(nodes)."""
+        def count():
+            node_keys = list(self._redis.scan_iter(match=self._prefix + "node:*", count=1000))
+            pipe = self._redis.pipeline(transaction=False)
+            for key in node_keys:
+                pipe.scard(self._prefix + "tunnels:" + _text(key).rsplit(":", 1)[1])
+            return {"nodes": len(node_keys), "tunnels": sum(pipe.execute()) if node_keys else 0}
+        return self._call(count)
 
     def restore(self, names):
         """Claim again every name this node serves, after Redis came back empty (or lost keys):
