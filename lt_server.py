@@ -59,7 +59,8 @@ Options:
   --help                        Show this help.
   --version                     Show the version.
 
-Under gunicorn, run exactly one gevent worker, settings from LT_* variables:
+Under gunicorn, run exactly one gevent worker (or, with LT_REDIS_URL, -w N: each worker a node
+of one cluster), settings from LT_* variables:
   LT_PORT=8080 LT_DOMAIN=localhost gunicorn -k gevent lt_server:app
 """
 if __name__ == "__main__":

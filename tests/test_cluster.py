@@ -4,6 +4,7 @@ settings, a registry that goes away and comes back, and visitors at a node that 
 their tunnel, passed on to the one that does."""
 import hashlib
 import os
+import sys
 
 import pytest
 import requests
@@ -70,7 +71,7 @@ def test_without_redis_new_tunnels_wait_and_held_ones_serve(cluster, redis_serve
     # The restarted Redis is empty. The renewal tick (a third of the lease) finds it again and
     # claims the name the node still serves; new tunnels are given again.
     names = a.registry.names
-    helpers.wait_until(lambda: _owner(names, "calm-otter") == (names.node_id, "127.0.0.1", a.port), 5,
+    helpers.wait_until(lambda: _owner(names, "calm-otter") == (names.node_id, "127.0.0.1", a.front.internal_port), 5,
                        "the node to claim its tunnel's name again")
     assert new_tunnel(a.port, "brave-fox")["id"] == "brave-fox"
     assert helpers.visit(a.port, "calm-otter").status_code == 200
@@ -160,3 +161,30 @@ def test_status_answers_for_the_cluster_from_any_node(cluster):
 def test_a_server_alone_says_nothing_of_a_cluster(make_server):
     status = helpers.api_get(make_server().port, "/api/status")
     assert "cluster" not in status and "node" not in status
+
+
+@pytest.mark.deadline(60)
+def test_gunicorn_workers_are_nodes_sharing_the_public_port(procs, redis_server):
+    port = helpers.free_port()
+    env = {"LT_PORT": str(port), "LT_ADDRESS": "127.0.0.1", "LT_DOMAIN": "localhost",
+           "LT_REDIS_URL": redis_server.url, "LT_LEASE": "2"}
+    procs([sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "-b", "127.0.0.1:0", "lt_server:app"],
+          env=env)
+    helpers.wait_listening(port)
+    helpers.wait_until(lambda: (helpers.api_get(port, "/api/status")["cluster"] or {}).get("nodes") == 2, 20,
+                       "both workers to join the cluster")
+    clients = []
+    names = []
+    for _ in range(4):
+        info = new_tunnel(port)     # each lands on whichever worker the kernel picks
+        clients.append(helpers.FakeClient(info, 2))
+        names.append(info["id"])
+    for name in names:
+        helpers.wait_sockets(port, name, 2)
+    with requests.Session() as session:
+        for number in range(200):
+            name = names[number % 4]
+            answer = helpers.visit(port, name, "/n%d" % number, session=session, timeout=10)
+            assert answer.status_code == 200 and answer.text == "GET /n%d HTTP/1.1" % number, answer.text
+    for client in clients:
+        client.close()

@@ -32,7 +32,7 @@ def test_no_worker_is_found_outside_one():
     assert under_gunicorn.worker_loading_us() is None
 
 
-def test_more_than_one_worker_is_refused_before_the_server_starts():
+def test_more_than_one_worker_is_refused_before_the_server_starts(keep_logging):
     started = []
     with pytest.raises(AppImportError) as info:
         LoadingWorker(workers=3).load_wsgi(started.append)
@@ -64,3 +64,16 @@ def test_a_bad_setting_is_one_line_not_a_traceback(monkeypatch, keep_logging):
     with pytest.raises(AppImportError) as info:
         LoadingWorker().load_wsgi(lambda settings: pytest.fail("started with a bad setting"))
     assert "LT_MAX_SOCKETS" in str(info.value)
+
+
+def test_with_redis_every_worker_is_a_node(monkeypatch, keep_logging):
+    monkeypatch.setenv("LT_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("LT_ADDRESS", "127.0.0.1")
+    server = types.SimpleNamespace(app="a node's app")
+    assert LoadingWorker(workers=3).load_wsgi(lambda settings: server) == "a node's app"
+
+
+def test_the_refusal_of_more_workers_says_what_lifts_it():
+    with pytest.raises(AppImportError) as info:
+        LoadingWorker(workers=2).load_wsgi(lambda settings: pytest.fail("started"))
+    assert "LT_REDIS_URL" in str(info.value)

@@ -31,6 +31,11 @@ from .dispatch import send_through_tunnel
 from .peers import Peers
 
 log = logging.getLogger(__name__)
+
+#: Marks a request one node passed on to another (its value: the node that did).
+HOP_HEADER = b"X-Localtunnel-Hop"
+#: Headers a visitor may not bring to the origin: ours to set.
+_DROP = FORWARDED_HEADERS | {HOP_HEADER.lower()}
 #: One line per request, in the combined log format plus the tunnel name and timings.
 
 #: Seconds a visitor refused for lack of room may take to send its request before the 503.
@@ -75,10 +80,18 @@ class Front:
         # pool stops accepting, and visitors would wait in the kernel's backlog with no answer.
         # Past --max-visitors each one gets a 503 at once instead (_handle).
         self._server = Acceptor((settings.address, settings.port), self._handle, spawn=Pool())
+        # In a cluster, other nodes pass visitors on to a port of this process's own: the public
+        # one may be shared by several processes (gunicorn -w N, SO_REUSEPORT).
+        self._internal = Acceptor((settings.address, 0), self._handle, spawn=Pool()) if self.peers else None
 
     @property
     def port(self):
         return self._server.server_port
+
+    @property
+    def internal_port(self):
+        """Where other nodes pass visitors on to: a port of this process alone."""
+        return self._internal.server_port if self._internal else self.port
 
     @property
     def visitors(self):
@@ -87,6 +100,9 @@ class Front:
 
     def start(self):
         try:
+            if self.peers is not None:
+                self._server = Acceptor(_shared_listener(self.settings), self._handle, spawn=Pool())
+                self._internal.start()
             self._server.start()
         except OSError as exc:
             raise BindError(_bind_advice(self.settings, exc)) from None
@@ -94,6 +110,8 @@ class Front:
 
     def stop(self, timeout=1):
         self._server.stop(timeout=timeout)
+        if self._internal is not None:
+            self._internal.stop(timeout=timeout)
 
     def _handle(self, sock, addr):
         """One visitor connection, request after request, until either side is done."""
@@ -176,7 +194,7 @@ class Front:
             return self._serve_api(visitor, req, ip)
         tunnel = self.registry.get(tunnel_id)
         node = None
-        if tunnel is None and self.peers is not None:
+        if tunnel is None and self.peers is not None and not self._passed_on(req, ip):
             node = self.peers.owner(tunnel_id)
         if tunnel is None and node is None:
             log_access(ip, req, 404, 0, tunnel_id, 0.0, time.monotonic(), "no-such-tunnel")
@@ -186,7 +204,9 @@ class Front:
                 % (tunnel_id, tunnel_id)), "no-such-tunnel")
         framer = request_framer(req)
         extra = forwarded_lines(req, ip, host, self._trusts(ip))
-        head = forward_request_head(req, extra, drop=FORWARDED_HEADERS)
+        if node is not None:
+            extra.append(HOP_HEADER + b": " + self.registry.names.node_id.encode())
+        head = forward_request_head(req, extra, drop=_DROP)
         started = time.monotonic()
         try:
             if tunnel is None:
@@ -212,6 +232,11 @@ class Front:
             return ip
         trusted = self.settings.trusted_proxies | self.peers.hosts if self.peers else self.settings.trusted_proxies
         return protocol.client_address(ip, forwarded.decode("latin-1"), trusted)
+
+    def _passed_on(self, req, ip):
+        """Whether another node passed this request on already: it goes no further, so a stale
+        view of who holds a tunnel can never send a request round in a circle."""
+        return req.get(HOP_HEADER.lower()) is not None and ip in self.peers.hosts
 
     def _trusts(self, ip):
         """Whether `ip` may say who a visitor is (X-Forwarded-*): a configured proxy, or in a
@@ -260,3 +285,19 @@ def _bind_advice(settings, exc):
     else:
         why = exc.strerror or str(exc)
     return "cannot listen on %s: %s; choose another with --port (or LT_PORT)" % (where, why)
+
+
+def _shared_listener(settings):
+    """The public port, bound so that several processes may listen on it together (each a node
+    of one cluster); the kernel spreads new connections over them."""
+    family = socket.AF_INET6 if ":" in settings.address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((settings.address, settings.port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock

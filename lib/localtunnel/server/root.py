@@ -65,7 +65,7 @@ class Server:
         if self._fd_warning:
             log.warning("%s", self._fd_warning)     # said once the server really runs
         if self.settings.redis_url:
-            self.registry.names.port = self.front.port    # other nodes pass visitors on to it
+            self.registry.names.port = self.front.internal_port   # other nodes pass visitors on to it
             log.info("cluster: node %s at %s, lease %g s", self.registry.names.node_id,
                      self.settings.node_address, self.settings.lease)
             self._renew()       # alive in the registry before the first claim

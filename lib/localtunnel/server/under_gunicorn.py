@@ -1,5 +1,6 @@
-"""Serving inside `gunicorn -k gevent lt_server:app`: start the server in the one gevent worker,
-and refuse in one line the setups that cannot work.
+"""Serving inside `gunicorn -k gevent lt_server:app`: start the server in the one gevent worker
+(or, with LT_REDIS_URL, in each of -w N workers, every one a node of a cluster), and refuse in one
+line the setups that cannot work.
 
 gunicorn's documented hooks (post_worker_init and friends) live in a config file, and a worker
 class of our own would change the `-k gevent` every deployment already runs; neither fits a plain
@@ -34,12 +35,16 @@ def build_app(start_server):
         raise SystemExit(ExitStatus.ERROR)
     if not gevent.monkey.is_module_patched("socket"):
         _refuse("run it with the gevent worker: " + RUN_IT)
-    if worker.cfg.workers != 1:
-        _refuse_extra_workers(worker)
+    try:
+        settings = config.from_sources(os.environ)
+    except config.ConfigError as exc:
+        _refuse(str(exc))
+    if worker.cfg.workers != 1 and not settings.redis_url:
+        _refuse_extra_workers(worker)   # with Redis each worker is a node of one cluster
     _log_through_gunicorn()
     try:
-        return start_server(config.from_sources(os.environ)).app
-    except (config.ConfigError, BindError) as exc:
+        return start_server(settings).app
+    except BindError as exc:
         _refuse(str(exc))
 
 
@@ -73,8 +78,9 @@ def _refuse_extra_workers(worker):
             gevent.sleep(0.1)
         if not worker.alive:
             raise SystemExit(0)
-    _refuse("run exactly one worker (-w 1): tunnels live in one process's memory, "
-            "and %d workers would each hold a different set" % worker.cfg.workers)
+    _refuse("run exactly one worker (-w 1): tunnels live in one process's memory, and %d workers "
+            "would each hold a different set; with LT_REDIS_URL set, each worker is a node of one "
+            "cluster and -w %d works" % (worker.cfg.workers, worker.cfg.workers))
 
 
 def _log_through_gunicorn():
