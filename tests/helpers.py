@@ -361,3 +361,47 @@ class RedisServer:
         import redis
 
         return redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
+
+
+class FailoverBalancer:
+    """A few lines of TCP balancing, as an L4 balancer in front of a cluster does: each
+    connection goes to the first of `ports` that accepts it, bytes copied both ways."""
+
+    def __init__(self, ports):
+        from gevent.server import StreamServer
+
+        self.ports = ports
+        self.server = StreamServer(("127.0.0.1", 0), self._handle)
+        self.server.start()
+        self.port = self.server.server_port
+
+    def _handle(self, visitor, _addr):
+        for port in self.ports:
+            try:
+                upstream = socket.create_connection(("127.0.0.1", port), timeout=2)
+                break
+            except OSError:
+                continue
+        else:
+            return
+        copies = [gevent.spawn(_copy_until_closed, visitor, upstream), gevent.spawn(_copy_until_closed, upstream, visitor)]
+        gevent.joinall(copies)
+        upstream.close()
+
+    def stop(self):
+        self.server.stop()
+
+
+def _copy_until_closed(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass

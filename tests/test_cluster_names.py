@@ -7,7 +7,7 @@ import gevent
 import pytest
 
 import helpers
-from localtunnel.server.cluster import RegistryUnreachable, SharedNames
+from localtunnel.server.cluster import RegistryUnreachable, SharedNames, StillHeld
 
 pytestmark = helpers.needs_redis
 
@@ -54,6 +54,17 @@ def test_every_live_nodes_host_is_known_for_trust(redis_server):
     assert b.node_hosts() == {"10.0.0.2"}
 
 
+def test_a_client_back_at_another_node_waits_for_its_name_not_a_random_one(redis_server):
+    a, b = node(redis_server, "node-1", lease=0.6), node(redis_server, "node-2")
+    assert a.claim("calm-otter", "1.2.3.4")
+    assert not b.claim("calm-otter", "5.6.7.8")     # someone else: a random name, as ever
+    with pytest.raises(StillHeld) as info:
+        b.claim("calm-otter", "1.2.3.4")             # its own client, back after A died
+    assert info.value.status == 503 and info.value.headers == [("Retry-After", "1")]
+    gevent.sleep(0.8)                                # A's key lapses
+    assert b.claim("calm-otter", "1.2.3.4")
+
+
 def test_leaving_frees_a_nodes_names_at_once(redis_server):
     a, b = node(redis_server, "node-1"), node(redis_server, "node-2")
     assert a.claim("calm-otter")
@@ -93,7 +104,7 @@ def test_an_outage_is_a_503_and_one_log_line_and_it_recovers(redis_server, caplo
     # The restarted Redis is empty: the node claims what it still serves, and learns of a loss.
     b = node(redis_server, "node-2")
     assert b.claim("taken-meanwhile")
-    assert a.restore(["calm-otter", "taken-meanwhile"]) == ["taken-meanwhile"]
+    assert a.restore({"calm-otter": "1.2.3.4", "taken-meanwhile": "1.2.3.4"}) == ["taken-meanwhile"]
     assert b.owner("calm-otter") == ("node-1", "10.0.0.1", 0)
 
 

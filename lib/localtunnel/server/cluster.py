@@ -24,27 +24,39 @@ from ..wire.http11 import HttpError
 
 log = logging.getLogger(__name__)
 
-#: Claim `name` for this node: free, already ours, or held by a node whose liveness key lapsed.
-#: It renews this node's own key too: a name claimed by a node the registry thinks dead (after a
-#: Redis restart, before the next renewal) could be taken over at once.
-#: KEYS: name key, this node's tunnels set. ARGV: node id, prefix, name, address, lease in ms.
-#: Returns 1 or 0.
+#: Claim `name` for this node and client: free, already ours, or held by a node whose liveness
+#: key lapsed. It renews this node's own key too: a name claimed by a node the registry thinks dead
+#: (after a Redis restart, before the next renewal) could be taken over at once. A name a live
+#: node holds for the same client address is that client coming back after its node died: it
+#: learns how many ms that node has left (PROTOCOL.md B7: its name, not a random one).
+#: KEYS: name key, this node's tunnels set, the name's client key. ARGV: node id, prefix, name,
+#: address, lease in ms, client address. Returns 1 (ours), 0 (another client's), or -ms.
 _CLAIM = """
 redis.call('SET', ARGV[2] .. 'node:' .. ARGV[1], ARGV[4], 'PX', ARGV[5])
 local owner = redis.call('GET', KEYS[1])
-if owner == ARGV[1] then return 1 end
-if owner and redis.call('EXISTS', ARGV[2] .. 'node:' .. owner) == 1 then return 0 end
-if owner then redis.call('SREM', ARGV[2] .. 'tunnels:' .. owner, ARGV[3]) end
+if owner == ARGV[1] then
+  redis.call('SET', KEYS[3], ARGV[6])
+  return 1
+end
+if owner then
+  local left = redis.call('PTTL', ARGV[2] .. 'node:' .. owner)
+  if left ~= -2 then
+    if ARGV[6] ~= '' and redis.call('GET', KEYS[3]) == ARGV[6] then return -math.max(left, 1) end
+    return 0
+  end
+  redis.call('SREM', ARGV[2] .. 'tunnels:' .. owner, ARGV[3])
+end
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[6])
 redis.call('SADD', KEYS[2], ARGV[3])
 return 1
 """
 
-#: Let go of `name` if this node holds it. KEYS: name key, this node's tunnels set. ARGV: node id,
-#: name. Returns 1 when it was ours.
+#: Let go of `name` if this node holds it. KEYS: name key, this node's tunnels set, the name's
+#: client key. ARGV: node id, name. Returns 1 when it was ours.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('SREM', KEYS[2], ARGV[2])
 return 1
 """
@@ -71,7 +83,7 @@ class LocalNames:
     node_id = address = None
     port = 0
 
-    def claim(self, name):
+    def claim(self, name, client=None):
         return True
 
     def release(self, name):
@@ -92,7 +104,7 @@ class LocalNames:
     def leave(self):
         pass
 
-    def restore(self, names):
+    def restore(self, clients):
         return []
 
 
@@ -103,6 +115,17 @@ class RegistryUnreachable(HttpError):
         super().__init__(503, "The tunnel registry (Redis) is unreachable; tunnels this server already "
                               "holds keep working. Try again in a moment.", "registry-unreachable",
                          [("Retry-After", "5")])
+
+
+class StillHeld(HttpError):
+    """A client asked for its own name back while the node that held its tunnel still counts as
+    alive: it will lapse (the node died) or the tunnel ends there; either way, ask again then."""
+
+    def __init__(self, name, seconds):
+        wait = max(1, int(seconds + 0.999))
+        super().__init__(503, "Tunnel %s is still held by the server node it was on, which stopped "
+                              "answering or is closing it; it is yours again within %d s." % (name, wait),
+                         "name-held", [("Retry-After", str(wait))])
 
 
 class SharedNames:
@@ -135,14 +158,20 @@ class SharedNames:
         """Stop being alive now, so other nodes may take this node's names at once."""
         self._call(self._redis.delete, self._node_key)
 
-    def claim(self, name):
-        """Whether this node now holds `name` (it was free, ours, or its node had lapsed)."""
-        return bool(self._call(self._claim, keys=[self._name_key(name), self._tunnels_key],
-                               args=[self.node_id, self._prefix, name, self._reach(), int(self.lease * 1000)]))
+    def claim(self, name, client=None):
+        """Whether this node now holds `name` for `client` (an address): it was free, ours, or
+        its node had lapsed. Raises StillHeld when a node that still counts as alive holds it
+        for this same client: the client is back, its old node is dying or dead."""
+        result = self._call(self._claim, keys=[self._name_key(name), self._tunnels_key, self._client_key(name)],
+                            args=[self.node_id, self._prefix, name, self._reach(), int(self.lease * 1000),
+                                  client or ""])
+        if result < 0:
+            raise StillHeld(name, -result / 1000.0)
+        return bool(result)
 
     def release(self, name):
         """Give `name` up, if this node holds it; a name another node took over is left alone."""
-        return bool(self._call(self._release, keys=[self._name_key(name), self._tunnels_key],
+        return bool(self._call(self._release, keys=[self._name_key(name), self._tunnels_key, self._client_key(name)],
                                args=[self.node_id, name]))
 
     def owner(self, name):
@@ -170,10 +199,18 @@ class SharedNames:
             return {"nodes": len(node_keys), "tunnels": sum(pipe.execute()) if node_keys else 0}
         return self._call(count)
 
-    def restore(self, names):
-        """Claim again every name this node serves, after Redis came back empty (or lost keys):
-        returns those another node holds now, whose tunnels this node must give up."""
-        return [name for name in names if not self.claim(name)]
+    def restore(self, clients):
+        """Claim again every name this node serves (`clients`: name -> client address), after
+        Redis came back empty or lost keys: returns those another node holds now, whose tunnels
+        this node must give up."""
+        lost = []
+        for name, client in clients.items():
+            try:
+                if not self.claim(name, client):
+                    lost.append(name)
+            except StillHeld:
+                lost.append(name)   # its client already went to another node
+        return lost
 
     def held_here(self):
         """How many names this node holds, by the registry's count."""
@@ -181,6 +218,9 @@ class SharedNames:
 
     def _reach(self):
         return "%s %d" % (self.address, self.port)
+
+    def _client_key(self, name):
+        return self._prefix + "client:" + name
 
     def _name_key(self, name):
         return self._prefix + "name:" + name

@@ -58,10 +58,10 @@ class Registry:
                 self.remove(held, release=False)    # the name stays ours for the new tunnel
             else:
                 tunnel_id = None    # the reference server's answer: a fresh random id
-        if tunnel_id is not None and held is None and not self.names.claim(tunnel_id):
+        if tunnel_id is not None and held is None and not self.names.claim(tunnel_id, client_addr):
             tunnel_id = None        # another node holds it: the same answer
         if tunnel_id is None:
-            tunnel_id = self._random_free_id()
+            tunnel_id = self._random_free_id(client_addr)
         self._unreleased.discard(tunnel_id)
         tunnel = Tunnel(tunnel_id, self.settings, client_addr, self.remove, self.deadlines)
         tunnel.start()
@@ -75,12 +75,18 @@ class Registry:
         # receive its owner's visitors and webhooks; once the grace ends, the name is free.
         return held.client_addr == client_addr
 
-    def _random_free_id(self):
+    def _random_free_id(self, client_addr):
         for _ in range(RANDOM_ID_TRIES):
             candidate = protocol.random_id(self._rng)
-            if candidate not in self._tunnels and self.names.claim(candidate):
+            if candidate not in self._tunnels and self._claims_random(candidate, client_addr):
                 return candidate
         raise RegistryFull()
+
+    def _claims_random(self, candidate, client_addr):
+        try:
+            return self.names.claim(candidate, client_addr)
+        except HttpError:
+            return False    # a random name held for this very client elsewhere: draw another
 
     def remove(self, tunnel, release=True):
         if self._tunnels.get(tunnel.id) is tunnel:
@@ -108,7 +114,8 @@ class Registry:
                 self.names.release(name)
             self._unreleased.discard(name)
         if recovered:
-            for name in self.names.restore(list(self._tunnels)):
+            clients = {name: tunnel.client_addr for name, tunnel in self._tunnels.items()}
+            for name in self.names.restore(clients):
                 log.warning("tunnel %s: another node took its name while the registry was "
                             "unreachable; closing it here", name)
                 self.remove(self._tunnels[name], release=False)
