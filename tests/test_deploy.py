@@ -153,3 +153,33 @@ def test_containerfile_copies_what_exists_and_runs_one_gevent_worker():
     command = re.search(r"^CMD (.+)$", text, re.M).group(1)
     assert '"--worker-class", "gevent"' in command and '"--workers", "1"' in command
     assert "lt_server:app" in command and "--preload" not in command
+
+
+needs_haproxy = pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy is not installed (make test-setup installs it)")
+
+
+@needs_haproxy
+def test_cluster_balancer_config_passes_haproxy_c():
+    result = subprocess.run(["haproxy", "-c", "-f", os.path.join(DEPLOY, "cluster", "haproxy.cfg")],
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_haproxy
+@helpers.needs_redis
+def test_cluster_balancer_in_front_of_two_nodes(make_server, redis_server, procs, tmp_path):
+    # The deploy file itself, with loopback ports for its bind and its two servers.
+    nodes = [make_server(redis_url=redis_server.url, node_address="127.0.0.1", lease=2.0) for _ in range(2)]
+    front = helpers.free_port()
+    config = read("cluster", "haproxy.cfg").replace("bind :80", "bind 127.0.0.1:%d" % front)
+    config = config.replace("10.0.0.11:80", "127.0.0.1:%d" % nodes[0].port).replace("10.0.0.12:80", "127.0.0.1:%d" % nodes[1].port)
+    (tmp_path / "haproxy.cfg").write_text(config)
+    procs(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")])
+    helpers.wait_listening(front)
+    info = helpers.new_tunnel(front)                # lands on either node
+    client = helpers.FakeClient(info, 2)            # to the node in `ip`, not through haproxy
+    helpers.wait_sockets(front, info["id"], 2)
+    for number in range(20):                        # round robin: both nodes answer visitors
+        answer = helpers.visit(front, info["id"], "/v%d" % number, timeout=5)
+        assert answer.status_code == 200 and answer.text == "GET /v%d HTTP/1.1" % number
+    client.close()
