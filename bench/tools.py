@@ -85,6 +85,12 @@ class Proc:
         self.log.close()
 
 
+def stop_all(procs):
+    """Stop what a run started, the last started first."""
+    for proc in reversed(procs):
+        proc.stop()
+
+
 def cpu_seconds(pid):
     """(user, system) CPU seconds used so far by a process and its children that are still
     running (nginx's master and its worker), from /proc."""

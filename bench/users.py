@@ -17,7 +17,9 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from scenarios import _download_digest, _file_digest  # noqa: E402
-from tools import NODE_LT, OUT, ROOT, Proc, free_port, prepare_site, progress, run_wrk, wait_listening  # noqa: E402
+from tools import (  # noqa: E402
+    NODE_LT, OUT, ROOT, Proc, free_port, prepare_site, progress, run_wrk, stop_all, wait_listening,
+)
 
 REFERENCE = os.path.join(ROOT, "tests", "node", "reference-server")
 N8N_LT = os.path.join(ROOT, "tests", "node", "n8n-lt.js")
@@ -139,8 +141,7 @@ class UsersRig:
         return server, tunnel_id + ".localhost"
 
     def stop(self):
-        for proc in reversed(self.procs):
-            proc.stop()
+        stop_all(self.procs)
 
 
 def _wait_sockets(server, tunnel_id, count=10, timeout=20):

@@ -22,7 +22,7 @@ from gevent.socket import wait_read, wait_write  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tools import OUT, Proc, free_port, prepare_site, run_wrk, wait_listening  # noqa: E402
+from tools import OUT, Proc, free_port, prepare_site, run_wrk, stop_all, wait_listening  # noqa: E402
 from users import NGINX_AS_SHIPPED  # noqa: E402
 
 CHUNK = 1 << 20
@@ -111,8 +111,7 @@ def main(argv=None):
                 r = run_wrk("http://127.0.0.1:%d/64m" % target, "127.0.0.1", args.seconds, 1)
                 print("round %d  %-12s %8.0f MB/s  errors %d" % (number, label, r["mbps"], r["errors"]), flush=True)
     finally:
-        for proc in reversed(procs):
-            proc.stop()
+        stop_all(procs)
     return 0
 
 

@@ -47,16 +47,24 @@ def fast_settings(**overrides):
     return Settings(**values)
 
 
+def _started(server):
+    server.start()
+    return server
+
+
+def _keeping(make):
+    """A factory that remembers what it made, so its fixture can stop it all at the end."""
+    made = []
+
+    def factory(*args, **kwargs):
+        made.append(make(*args, **kwargs))
+        return made[-1]
+    return factory, made
+
+
 @pytest.fixture
 def make_server():
-    servers = []
-
-    def factory(**overrides):
-        server = Server(fast_settings(**overrides))
-        server.start()
-        servers.append(server)
-        return server
-
+    factory, servers = _keeping(lambda **overrides: _started(Server(fast_settings(**overrides))))
     yield factory
     for server in servers:
         server.stop()
@@ -79,13 +87,7 @@ def origin():
 @pytest.fixture
 def procs():
     """Subprocesses started by a test, all stopped at its end."""
-    started = []
-
-    def start(argv, **kwargs):
-        proc = helpers.Proc(argv, **kwargs)
-        started.append(proc)
-        return proc
-
+    start, started = _keeping(helpers.Proc)
     yield start
     for proc in started:
         proc.stop()

@@ -1,0 +1,86 @@
+"""What a cluster costs (issue 14): a visitor at the node that holds the tunnel against one at
+another node, which passes the request on; Redis commands per visitor request and per renewal.
+
+Two server processes with --redis (one redis-server, persistence off), our client on node A in
+front of nginx, wrk keep-alive at each node in alternating rounds, and the CPU every process spent
+per request. Usage: .venv/bin/python bench/cluster.py [--seconds 5] [--rounds 2]
+(after `make bench` installed wrk and nginx, and `make test-setup` redis-server).
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+import gevent  # noqa: E402
+import redis  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import scenarios  # noqa: E402
+import tools  # noqa: E402
+
+LEASE = 10
+
+
+def start_node(name, redis_url):
+    port = tools.free_port()
+    proc = tools.Proc(name, [sys.executable, "lt_server.py", "--port", str(port), "--address", "127.0.0.1",
+                             "--domain", "localhost", "--log-level", "warning", "--redis", redis_url,
+                             "--lease", str(LEASE)])
+    tools.wait_listening(port)
+    return proc, port
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args(argv)
+    os.makedirs(tools.OUT, exist_ok=True)
+    tools.raise_fd_limit()
+    procs = []
+    try:
+        redis_port = tools.free_port()
+        procs.append(tools.Proc("cluster-redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                                  "--save", "", "--appendonly", "no"]))
+        tools.wait_listening(redis_port)
+        url = "redis://127.0.0.1:%d/0" % redis_port
+        watcher = redis.Redis.from_url(url)
+        nginx, nginx_port = tools.start_nginx(tools.prepare_site())
+        procs.append(nginx)
+        node_a, port_a = start_node("cluster-node-a", url)
+        node_b, port_b = start_node("cluster-node-b", url)
+        procs += [node_a, node_b]
+        client = tools.Proc("cluster-client", scenarios.client_argv("python", port_a, nginx_port, "bench-cluster"))
+        procs.append(client)
+        client.wait_for(r"your url is")
+        scenarios.wait_sockets(port_a, "bench-cluster")
+        pids = {"node A": node_a.pid, "node B": node_b.pid, "client": client.pid}
+        for number in range(1, args.rounds + 1):
+            paths = (("at the owner (A)", port_a), ("at another node (B)", port_b))
+            for label, port in (paths if number % 2 else paths[::-1]):
+                before = watcher.info("stats")["total_commands_processed"]
+                run = tools.run_wrk_cpu("http://127.0.0.1:%d/1k" % port, "bench-cluster.localhost", args.seconds,
+                                        50, pids)
+                commands = watcher.info("stats")["total_commands_processed"] - before - 1
+                cpu = {name: sum(pair) for name, pair in run["cpu"].items()}
+                print("round %d, visitors %-20s %7.0f req/s, p99 %5.2f ms, errors %d; CPU us/request: %s; "
+                      "Redis commands %d (%.4f per request, renewals included)"
+                      % (number, label, run["rps"], run["p99"], run["errors"],
+                         ", ".join("%s %.1f" % kv for kv in cpu.items()), commands, commands / max(run["requests"], 1)),
+                      flush=True)
+        before = watcher.info("stats")["total_commands_processed"]
+        gevent.sleep(LEASE)
+        idle = watcher.info("stats")["total_commands_processed"] - before - 1
+        print("idle for %d s (lease %d s, two nodes renewing every %.1f s, nothing else): %d Redis commands"
+              % (LEASE, LEASE, LEASE / 3, idle), flush=True)
+    finally:
+        tools.stop_all(procs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
