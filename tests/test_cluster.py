@@ -259,3 +259,10 @@ def _keep_running(procs, argv):
         proc = procs(argv)
         while proc.popen.poll() is None:
             gevent.sleep(0.1)
+
+
+def test_every_metric_of_a_node_says_which_node(cluster):
+    a = cluster()
+    text = requests.get("http://127.0.0.1:%d/metrics" % a.port, headers={"Host": "localhost"}).text
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert samples and all('node="%s"' % a.registry.names.node_id in line for line in samples), text

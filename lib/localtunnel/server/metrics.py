@@ -9,37 +9,33 @@ py-spy profile of 1 KiB keep-alive requests.
 import bisect
 import time
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .. import __version__
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 ERROR_KINDS = ("no-such-tunnel", "no-free-socket", "tunnel-closed", "bad-response", "response-timeout",
-               "bad-request", "head-timeout", "busy")
+               "bad-request", "head-timeout", "busy", "node-unreachable", "registry-unreachable")
 #: Upper bounds (seconds) of the socket-wait histogram's buckets.
 WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30)
 
 
 class Metrics:
-    def __init__(self, registry):
-        """`registry` is the tunnel registry: tunnel and socket counts are read when scraped."""
+    def __init__(self, registry, node=None):
+        """`registry` is the tunnel registry: tunnel and socket counts are read when scraped.
+        `node`, in a cluster, labels every series: `gunicorn -w N` workers share one port, so
+        one scrape reaches any of them, and only the label tells their series apart."""
         self.started = time.time()
+        self.node = node
         self.collectors = CollectorRegistry()
-        gauge = Gauge("localtunnel_tunnels", "Tunnels registered", registry=self.collectors)
-        gauge.set_function(lambda: len(registry))
-        gauge = Gauge("localtunnel_tunnel_sockets", "Tunnel sockets connected", registry=self.collectors)
-        gauge.set_function(registry.total_sockets)
-        self.visitors = Gauge("localtunnel_visitor_connections", "Visitor connections open",
-                              registry=self.collectors)
-        info = Gauge("localtunnel_build_info", "The running version", ["version"], registry=self.collectors)
-        info.labels(__version__).set(1)
+        self.visitors = _Level()
         self.by_class = [0] * len(STATUS_CLASSES)
         self.bytes_in = self.bytes_out = 0
         self.waits = [0] * (len(WAIT_BUCKETS) + 1)     # per bucket, not cumulative; the last is +Inf
         self.wait_sum = 0.0
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
-        self.collectors.register(_Traffic(self))
+        self.collectors.register(_Families(self, registry))
 
     def request(self, status, bytes_in, bytes_out, waited):
         self.by_class[min(max(status // 100, 1), 5) - 1] += 1
@@ -59,33 +55,60 @@ class Metrics:
         return generate_latest(self.collectors)
 
 
-class _Traffic:
-    """The per-request figures of a Metrics, as metric families, at scrape time."""
+class _Level:
+    """A number that goes up and down (open visitor connections), read when scraped."""
+    __slots__ = ("value",)
 
-    def __init__(self, metrics):
-        self.metrics = metrics
+    def __init__(self):
+        self.value = 0
+
+    def inc(self):
+        self.value += 1
+
+    def dec(self):
+        self.value -= 1
+
+
+class _Families:
+    """Every figure of a Metrics as metric families, at scrape time, with the node label first
+    when there is a node."""
+
+    def __init__(self, metrics, registry):
+        self.metrics, self.registry = metrics, registry
 
     def collect(self):
         m = self.metrics
-        requests = CounterMetricFamily("localtunnel_proxied_requests",
-                                       "Requests proxied through tunnels, by response status class",
-                                       labels=["status_class"])
+        node = [] if m.node is None else [m.node]
+        labels = [] if m.node is None else ["node"]
+
+        def family(kind, name, text, extra=(), **kwargs):
+            return kind(name, text, labels=labels + list(extra), **kwargs)
+
+        tunnels = family(GaugeMetricFamily, "localtunnel_tunnels", "Tunnels registered")
+        tunnels.add_metric(node, len(self.registry))
+        sockets = family(GaugeMetricFamily, "localtunnel_tunnel_sockets", "Tunnel sockets connected")
+        sockets.add_metric(node, self.registry.total_sockets())
+        visitors = family(GaugeMetricFamily, "localtunnel_visitor_connections", "Visitor connections open")
+        visitors.add_metric(node, m.visitors.value)
+        build = family(GaugeMetricFamily, "localtunnel_build_info", "The running version", ["version"])
+        build.add_metric(node + [__version__], 1)
+        requests = family(CounterMetricFamily, "localtunnel_proxied_requests",
+                          "Requests proxied through tunnels, by response status class", ["status_class"])
         for name, count in zip(STATUS_CLASSES, m.by_class):
-            requests.add_metric([name], count)
-        moved = CounterMetricFamily("localtunnel_bytes", "Bytes proxied: in from visitors, out to visitors",
-                                    labels=["direction"])
-        moved.add_metric(["in"], m.bytes_in)
-        moved.add_metric(["out"], m.bytes_out)
-        errors = CounterMetricFamily("localtunnel_errors",
-                                     "Error answers the server wrote, by kind (X-Localtunnel-Status)",
-                                     labels=["kind"])
+            requests.add_metric(node + [name], count)
+        moved = family(CounterMetricFamily, "localtunnel_bytes", "Bytes proxied: in from visitors, out to visitors",
+                       ["direction"])
+        moved.add_metric(node + ["in"], m.bytes_in)
+        moved.add_metric(node + ["out"], m.bytes_out)
+        errors = family(CounterMetricFamily, "localtunnel_errors",
+                        "Error answers the server wrote, by kind (X-Localtunnel-Status)", ["kind"])
         for kind, count in m.errors.items():
-            errors.add_metric([kind], count)
+            errors.add_metric(node + [kind], count)
         cumulative, buckets = 0, []
         for bound, count in zip(WAIT_BUCKETS + (float("inf"),), m.waits):
             cumulative += count
             buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
-        wait = HistogramMetricFamily("localtunnel_socket_wait_seconds",
-                                     "Time a request waited for a free tunnel socket",
-                                     buckets=buckets, sum_value=m.wait_sum)
-        return [requests, moved, errors, wait]
+        wait = family(HistogramMetricFamily, "localtunnel_socket_wait_seconds",
+                      "Time a request waited for a free tunnel socket")
+        wait.add_metric(node, buckets, m.wait_sum)
+        return [tunnels, sockets, visitors, build, requests, moved, errors, wait]

@@ -50,7 +50,7 @@ class Server:
                                             settings.keepalive_timeout, settings.response_timeout))
         self.registry = Registry(settings, self.deadlines, names=shared_names(settings))
         self._renewal = None
-        self.metrics = Metrics(self.registry)
+        self.metrics = Metrics(self.registry, self.registry.names.node_id)
         self.admission = Admission(settings, self.registry)
         self.app = create_app(self.registry, settings, self.metrics, self.admission, lambda: self.front.port)
         self.front = Front(self.registry, self.app, settings, self.deadlines, self.metrics)
