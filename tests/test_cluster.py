@@ -266,3 +266,21 @@ def test_every_metric_of_a_node_says_which_node(cluster):
     text = requests.get("http://127.0.0.1:%d/metrics" % a.port, headers={"Host": "localhost"}).text
     samples = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert samples and all('node="%s"' % a.registry.names.node_id in line for line in samples), text
+
+
+def test_a_burst_of_visitors_for_one_name_costs_one_lookup():
+    from localtunnel.server.cluster import Node
+    from localtunnel.server.peers import Peers
+
+    class SlowNames:
+        node_id, lease, calls = "me", 10.0, 0
+
+        def owner(self, name):
+            SlowNames.calls += 1
+            gevent.sleep(0.05)      # a Redis round trip
+            return Node("other", "127.0.0.1", 1)
+
+    peers = Peers(SlowNames(), None, None)
+    askers = [gevent.spawn(peers.owner, "calm-otter") for _ in range(50)]
+    gevent.joinall(askers, raise_error=True)
+    assert SlowNames.calls == 1 and {asker.value for asker in askers} == {("other", "127.0.0.1", 1)}

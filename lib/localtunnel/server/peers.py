@@ -9,6 +9,8 @@ visitor's address travels in X-Forwarded-For, which the owner trusts from live n
 import socket
 import time
 
+from gevent.event import AsyncResult
+
 from ..transfer import relay
 from ..transfer.forward import BadResponse, DestinationDied, ResponseTimeout, forward
 from ..wire.http11 import IDEMPOTENT_METHODS, HttpError
@@ -24,10 +26,14 @@ OWNER_CACHE_SIZE = 4096
 IDLE_PER_NODE = 256
 
 
+_ASK_AGAIN = object()
+
+
 class Peers:
     def __init__(self, names, settings, limits):
         self._names, self._settings, self._limits = names, settings, limits
         self._owners = {}           # name -> (expires, Node or None)
+        self._asking = {}           # name -> AsyncResult of the lookup in flight
         self._idle = {}             # (host, port) -> [(Reader, InputProbe)]
         self.hosts = frozenset()    # live nodes' hosts, refreshed on each renewal tick
 
@@ -42,6 +48,27 @@ class Peers:
         cached = self._owners.get(name)
         if cached is not None and cached[0] > now:
             return cached[1]
+        asking = self._asking.get(name)
+        if asking is not None:
+            # A burst of visitors for one name costs one lookup: the rest wait for its answer,
+            # which Redis's socket timeouts bound.
+            node = asking.get()
+            return self.owner(name) if node is _ASK_AGAIN else node
+        asking = self._asking[name] = AsyncResult()
+        try:
+            node = self._lookup(name, now)
+        except Exception as exc:
+            asking.set_exception(exc)   # Redis unreachable: the same 503 for everyone waiting
+            raise
+        except BaseException:
+            asking.set(_ASK_AGAIN)      # the asker was killed (its visitor left): not theirs to share
+            raise
+        finally:
+            del self._asking[name]
+        asking.set(node)
+        return node
+
+    def _lookup(self, name, now):
         node = self._names.owner(name)
         if node is not None and node.id == self._names.node_id:
             node = None     # ours by the registry, gone here: the tunnel just ended
