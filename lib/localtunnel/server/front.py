@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 HOP_HEADER = b"X-Localtunnel-Hop"
 #: Headers a visitor may not bring to the origin: ours to set.
 _DROP = FORWARDED_HEADERS | {HOP_HEADER.lower()}
-#: One line per request, in the combined log format plus the tunnel name and timings.
 
 #: Seconds a visitor refused for lack of room may take to send its request before the 503.
 BUSY_READ = 1.0

@@ -1,8 +1,8 @@
 """The other nodes of a cluster, as the front sees them: who holds a tunnel, and passing a visitor's
 request on to that node over one internal hop (issue 14).
 
-The hop is plain HTTP/1.1 to the owner's public port, a kept-alive connection per request in
-flight, so the owner applies every limit and answers every error page itself, exactly as for a
+The hop is plain HTTP/1.1 to the owner's own port (its public one may be shared by several
+workers), a kept-alive connection per request in flight, so the owner applies every limit and answers every error page itself, exactly as for a
 visitor of its own; WebSocket upgrades and long bodies go through forward() as anywhere else. The
 visitor's address travels in X-Forwarded-For, which the owner trusts from live nodes only.
 """
@@ -18,6 +18,9 @@ from ..wire.http11 import IDEMPOTENT_METHODS, HttpError
 #: How long a name's owner (or its absence) is remembered: a request normally costs no Redis round
 #: trip, and a tunnel that moved or ended is noticed within half a lease.
 OWNER_CACHE_SHARE = 0.5
+#: Seconds a name no node holds is remembered as such: a tunnel just created elsewhere must not
+#: stay invisible here for long.
+NO_OWNER_CACHE = 1.0
 #: Names remembered at most: random names from visitors must not grow the cache for ever.
 OWNER_CACHE_SIZE = 4096
 #: Idle connections kept to each other node: enough for the requests one node has in flight at
@@ -74,7 +77,8 @@ class Peers:
             node = None     # ours by the registry, gone here: the tunnel just ended
         if len(self._owners) >= OWNER_CACHE_SIZE:
             self._owners.clear()
-        self._owners[name] = (now + self._names.lease * OWNER_CACHE_SHARE, node)
+        ttl = self._names.lease * OWNER_CACHE_SHARE if node is not None else min(NO_OWNER_CACHE, self._names.lease)
+        self._owners[name] = (now + ttl, node)
         return node
 
     def pass_on(self, node, visitor, req, head, framer):
