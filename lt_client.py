@@ -225,11 +225,9 @@ class Local:
     def _connect(self):
         host, port = self.options.local_host, self.options.port
         try:
-            sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+            sock = relay.connect((host, port), CONNECT_TIMEOUT)
         except OSError as exc:
             raise LocalDown(exc.strerror or str(exc)) from None
-        sock.settimeout(None)   # every wait from here on has its own bound
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.options.tls is None:
             return sock
         try:

@@ -185,14 +185,14 @@ class SharedNames:
     def node_hosts(self):
         """The hosts of every live node: their X-Forwarded-* headers are trusted, since a
         visitor passed on from another node arrives from it. O(nodes), once per renewal tick."""
-        keys = self._call(lambda: list(self._redis.scan_iter(match=self._prefix + "node:*", count=1000)))
+        keys = self._call(self._node_keys)
         values = self._call(self._redis.mget, keys) if keys else []
         return frozenset(_text(value).rpartition(" ")[0] for value in values if value)
 
     def census(self):
         """{"nodes": live nodes, "tunnels": names they hold}, for /api/status: O(nodes)."""
         def count():
-            node_keys = list(self._redis.scan_iter(match=self._prefix + "node:*", count=1000))
+            node_keys = self._node_keys()
             pipe = self._redis.pipeline(transaction=False)
             for key in node_keys:
                 pipe.scard(self._prefix + "tunnels:" + _text(key).rsplit(":", 1)[1])
@@ -215,6 +215,10 @@ class SharedNames:
     def held_here(self):
         """How many names this node holds, by the registry's count."""
         return self._call(self._redis.scard, self._tunnels_key)
+
+    def _node_keys(self):
+        """The liveness keys of every live node (a SCAN: O(nodes), never a blocking KEYS)."""
+        return list(self._redis.scan_iter(match=self._prefix + "node:*", count=1000))
 
     def _reach(self):
         return "%s %d" % (self.address, self.port)

@@ -6,13 +6,12 @@ workers), a kept-alive connection per request in flight, so the owner applies ev
 visitor of its own; WebSocket upgrades and long bodies go through forward() as anywhere else. The
 visitor's address travels in X-Forwarded-For, which the owner trusts from live nodes only.
 """
-import socket
 import time
 
 from gevent.event import AsyncResult
 
 from ..transfer import relay
-from ..transfer.forward import BadResponse, DestinationDied, ResponseTimeout, forward
+from ..transfer.forward import FAILURES, BadResponse, DestinationDied, ResponseTimeout, forward
 from ..wire.http11 import IDEMPOTENT_METHODS, HttpError
 
 #: How long a name's owner (or its absence) is remembered: a request normally costs no Redis round
@@ -30,6 +29,12 @@ IDLE_PER_NODE = 256
 
 
 _ASK_AGAIN = object()
+#: What the owner node did, by forward()'s failure; the status comes from forward.FAILURES.
+_FAILED_HOW = {
+    DestinationDied: "closed the connection without answering",
+    BadResponse: "answered with something that is not HTTP ({why})",
+    ResponseTimeout: "did not answer within {seconds:g} s",
+}
 
 
 class Peers:
@@ -91,18 +96,14 @@ class Peers:
             conn, probe, reused = self._connection(node)
             try:
                 outcome = forward(visitor, conn, req, head, framer, self._limits, close_src=not keep_alive)
-            except DestinationDied:
+            except (DestinationDied, BadResponse, ResponseTimeout) as exc:
                 conn.sock.close()
-                if reused and retry:
+                if isinstance(exc, DestinationDied) and reused and retry:
                     retry = False   # it closed a kept-alive connection just as we used it
                     continue
-                raise self._failed(node, 502, "closed the connection without answering") from None
-            except BadResponse as exc:
-                conn.sock.close()
-                raise self._failed(node, 502, "answered with something that is not HTTP (%s)" % exc.message) from None
-            except ResponseTimeout:
-                conn.sock.close()
-                raise self._failed(node, 504, "did not answer within %g s" % self._settings.response_timeout) from None
+                what = _FAILED_HOW[type(exc)].format(why=getattr(exc, "message", ""),
+                                                     seconds=self._settings.response_timeout)
+                raise self._failed(node, FAILURES[type(exc)][0], what) from None
             except BaseException:
                 conn.sock.close()
                 raise
@@ -122,11 +123,9 @@ class Peers:
                 return conn, probe, True
             conn.sock.close()
         try:
-            sock = socket.create_connection((node.host, node.port), timeout=self._settings.socket_wait)
+            sock = relay.connect((node.host, node.port), self._settings.socket_wait)
         except OSError as exc:
             raise self._failed(node, 502, "could not be reached (%s)" % (exc.strerror or exc)) from None
-        sock.settimeout(None)   # every wait from here on has its own bound
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return relay.Reader(sock), relay.InputProbe(sock), False
 
     def _keep(self, node, conn, probe):

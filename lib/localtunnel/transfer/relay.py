@@ -84,6 +84,15 @@ def send_all(sock, data, bound=None):
             sock.sendall(data)
 
 
+def connect(address, timeout):
+    """A TCP connection for request after request: the connect bounded by `timeout`, every wait
+    after it bounded by its caller, Nagle off (a small head goes out at once, not after an ACK)."""
+    sock = socket.create_connection(address, timeout=timeout)
+    sock.settimeout(None)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def acknowledge_now(sock):
     """Send the ACK for what was read, now, instead of after the kernel's delayed-ACK timer.
     TCP_QUICKACK leaves the delayed mode and pushes an ACK that is pending (Linux)."""
