@@ -59,19 +59,19 @@ def main(argv=None):
         client.wait_for(r"your url is")
         scenarios.wait_sockets(port_a, "bench-cluster")
         pids = {"node A": node_a.pid, "node B": node_b.pid, "client": client.pid}
-        for number in range(1, args.rounds + 1):
-            paths = (("at the owner (A)", port_a), ("at another node (B)", port_b))
+        for number, (mode, headers) in enumerate(
+                [("keep-alive", ())] * args.rounds + [("close", ("Connection: close",))] * args.rounds, 1):
+            paths = (("%s at the owner (A)" % mode, port_a), ("%s at another node (B)" % mode, port_b))
             for label, port in (paths if number % 2 else paths[::-1]):
                 before = watcher.info("stats")["total_commands_processed"]
                 run = tools.run_wrk_cpu("http://127.0.0.1:%d/1k" % port, "bench-cluster.localhost", args.seconds,
-                                        50, pids)
+                                        50, pids, headers)
                 commands = watcher.info("stats")["total_commands_processed"] - before - 1
-                cpu = {name: sum(pair) for name, pair in run["cpu"].items()}
-                print("round %d, visitors %-20s %7.0f req/s, p99 %5.2f ms, errors %d; CPU us/request: %s; "
-                      "Redis commands %d (%.4f per request, renewals included)"
+                print("round %d, visitors %-32s %7.0f req/s, p99 %5.2f ms, errors %d; CPU us/request "
+                      "(user+system): %s; Redis commands %d (%.4f per request, renewals included)"
                       % (number, label, run["rps"], run["p99"], run["errors"],
-                         ", ".join("%s %.1f" % kv for kv in cpu.items()), commands, commands / max(run["requests"], 1)),
-                      flush=True)
+                         ", ".join("%s %.1f (%.1f+%.1f)" % (name, sum(pair), *pair) for name, pair in run["cpu"].items()),
+                         commands, commands / max(run["requests"], 1)), flush=True)
         before = watcher.info("stats")["total_commands_processed"]
         gevent.sleep(LEASE)
         idle = watcher.info("stats")["total_commands_processed"] - before - 1

@@ -116,11 +116,11 @@ def _children(pid):
     return found + [grandchild for child in found for grandchild in _children(child)]
 
 
-def run_wrk_cpu(url, host, seconds, connections, pids):
+def run_wrk_cpu(url, host, seconds, connections, pids, extra_headers=()):
     """run_wrk, plus `cpu`: for each name in `pids` (name -> pid), the (user, system)
     microseconds that process spent per request during the run."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    result = run_wrk(url, host, seconds, connections)
+    result = run_wrk(url, host, seconds, connections, extra_headers)
     count = max(result["requests"], 1)
     result["cpu"] = {}
     for name, pid in pids.items():

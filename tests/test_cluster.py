@@ -5,6 +5,7 @@ their tunnel, passed on to the one that does."""
 import hashlib
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -125,9 +126,11 @@ def test_visitors_at_any_node_reach_a_tunnel_held_by_another(cluster, procs, ori
         digest.update(piece)
         got += len(piece)
     assert got == size and digest.digest() == _pattern_digest(size)
+    # Up: the origin's digest of the body, since a streamed echo of 64 MiB to a visitor that
+    # reads only once it has sent everything needs 64 MiB of buffers on the way, or it stalls.
     body = os.urandom(size)
-    echoed = helpers.visit(b.port, name, "/echo", method="POST", data=body, timeout=60)
-    assert echoed.status_code == 200 and echoed.content == body
+    answer = helpers.visit(b.port, name, "/digest", method="POST", data=body, timeout=60)
+    assert answer.json() == {"bytes": size, "sha256": hashlib.sha256(body).hexdigest()}
     sock = helpers.ws_connect(b.port, "%s.localhost:%d" % (name, b.port))
     try:
         for payload in (b"hi", os.urandom(70000)):
@@ -147,6 +150,76 @@ def test_a_name_no_node_holds_is_404_and_an_ended_tunnel_is_noticed_within_a_lea
     client.close()      # the client goes; after its grace the tunnel and its name end
     helpers.wait_until(lambda: helpers.visit(b.port, "calm-otter").status_code == 404, 5,
                        "node B to notice the tunnel has gone")
+
+
+def _labelled(label):
+    """A FakeClient handler answering 200 with `label` and the whole request head."""
+    def handler(sock, head):
+        body = label + b" " + head
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    return handler
+
+
+def _exchange(sock, request):
+    """Send one request on a kept-alive connection; (status, body) of its answer."""
+    sock.sendall(request)
+    head = helpers.read_request_head(sock)
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    body = b""
+    while len(body) < length:
+        body += sock.recv(length - len(body))
+    return helpers.status_of(head), body
+
+
+def test_a_handed_over_connection_follows_each_request_to_its_tunnel(cluster):
+    """B hands a visitor's connection to A for its first request; a later request on it for a
+    tunnel B holds goes back to B, one request passed on, never round in a circle."""
+    a, b = cluster(), cluster()
+    at_a = helpers.FakeClient(new_tunnel(a.port, "calm-otter"), 2, _labelled(b"A"))
+    at_b = helpers.FakeClient(new_tunnel(b.port, "brave-fox"), 2, _labelled(b"B"))
+    helpers.wait_sockets(a.port, "calm-otter", 2)
+    helpers.wait_sockets(b.port, "brave-fox", 2)
+    with socket.create_connection(("127.0.0.1", b.port), timeout=5, source_address=("127.0.0.2", 0)) as sock:
+        for name, label in (("calm-otter", b"A"), ("brave-fox", b"B"), ("calm-otter", b"A")):
+            status, body = _exchange(sock, b"GET /%s HTTP/1.1\r\nHost: %s.localhost\r\n\r\n" % (
+                name.encode(), name.encode()))
+            assert status == 200 and body.startswith(label + b" GET /" + name.encode()), body
+            assert b"X-Forwarded-For: 127.0.0.2" in body     # the visitor first, then any node's hop
+    assert b.metrics.handed_over == 1 and a.metrics.handed_over == 0
+    # A connection that ends with its request is passed on, not handed over.
+    closing = helpers.raw_exchange(b.port, b"GET /last HTTP/1.1\r\nHost: calm-otter.localhost\r\nConnection: close\r\n\r\n")
+    assert helpers.status_of(closing) == 200
+    # The hop shows: B named the visitor, A added B.
+    assert b"A GET /last" in closing and b"X-Forwarded-For: 127.0.0.1, 127.0.0.1\r\n" in closing
+    assert b.metrics.handed_over == 1
+    at_a.close()
+    at_b.close()
+
+
+def _introduce(port, source_ip, first_line):
+    """A connection from `source_ip` to a node's internal port that begins with `first_line`."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source_ip, 0))
+    with sock:
+        sock.sendall(first_line + b"GET / HTTP/1.1\r\nHost: calm-otter.localhost\r\nConnection: close\r\n\r\n")
+        return helpers.read_all(sock)
+
+
+def test_only_a_node_may_say_whose_connection_it_hands_over(cluster):
+    """A PROXY line names any address it likes, so only a live node is believed; anyone else
+    reaching the internal port is refused, and a malformed line is a 400."""
+    a = cluster()
+    client = helpers.FakeClient(new_tunnel(a.port, "calm-otter"), 2, _labelled(b"A"))
+    helpers.wait_sockets(a.port, "calm-otter", 2)
+    line = b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 80\r\n"
+    from_node = _introduce(a.front.internal_port, "127.0.0.1", line)
+    assert helpers.status_of(from_node) == 200 and b"X-Forwarded-For: 198.51.100.7\r\n" in from_node
+    forged = _introduce(a.front.internal_port, "127.0.0.2", line)
+    assert helpers.status_of(forged) == 403 and b"X-Localtunnel-Status: not-a-node" in forged
+    assert helpers.status_of(_introduce(a.front.internal_port, "127.0.0.1", b"PROXY TCP4 nonsense\r\n")) == 400
+    # Without a PROXY line the internal port serves whoever connects, as the public one does.
+    plain = _introduce(a.front.internal_port, "127.0.0.2", b"")
+    assert helpers.status_of(plain) == 200 and b"X-Forwarded-For: 127.0.0.2\r\n" in plain
+    client.close()
 
 
 def test_status_answers_for_the_cluster_from_any_node(cluster):

@@ -406,3 +406,12 @@ def test_closing_response_head_replaces_connection_and_keeps_the_rest():
 ])
 def test_forwarded_lines(head, trusted, expected):
     assert http11.forwarded_lines(parse_request_head(head), "10.0.0.9", "t.example.com", trusted) == expected
+
+
+@pytest.mark.parametrize("head", [
+    b"GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n",
+    b"POST /x?y=1 HTTP/1.0\r\nHost:a\r\nX-Odd:  spaced  \r\nContent-Length: 0\r\n\r\n",
+    b"GET http://a.localhost/p HTTP/1.1\r\n\r\n",
+])
+def test_raw_request_head_is_the_head_as_sent(head):
+    assert http11.raw_request_head(parse_request_head(head)) == head

@@ -5,6 +5,7 @@
 //
 //   GET  /hello              "hello"
 //   POST /echo               the request body, streamed back (chunked)
+//   POST /digest             {"bytes": N, "sha256": hex} of the request body, once it is all read
 //   GET  /bytes?n=N          N bytes of a repeating pattern, with Content-Length
 //   GET  /stream?count=C&ms=M  C chunks "chunk <i>\n", one every M ms (chunked)
 //   GET  /headers            the request headers as JSON
@@ -17,6 +18,18 @@ const crypto = require('crypto');
 
 const PATTERN = Buffer.alloc(65536);
 for (let i = 0; i < PATTERN.length; i++) PATTERN[i] = i % 251;
+
+// An upload's proof: unlike /echo it answers after the whole body, so a visitor that sends
+// everything before it reads (python-requests) needs no buffer as large as the body.
+function digest(req, res) {
+  const hash = crypto.createHash('sha256');
+  let bytes = 0;
+  req.on('data', (piece) => { hash.update(piece); bytes += piece.length; });
+  req.on('end', () => {
+    res.setHeader('Content-Type', 'application/json');
+    res.end(JSON.stringify({ bytes, sha256: hash.digest('hex') }));
+  });
+}
 
 function writeBytes(res, n) {
   res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': n });
@@ -57,6 +70,7 @@ const server = http.createServer((req, res) => {
   switch (url.pathname) {
     case '/hello': return res.end('hello');
     case '/echo': return req.pipe(res);
+    case '/digest': return digest(req, res);
     case '/bytes': return writeBytes(res, q('n', 1024));
     case '/stream': return stream(res, q('count', 5), q('ms', 200));
     case '/headers':

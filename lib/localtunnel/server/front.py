@@ -14,6 +14,7 @@ from ..transfer import relay
 from ..transfer.forward import Limits
 from ..wire import protocol
 from ..wire.framing import Fixed, request_framer
+from ..wire.proxy_line import BadProxyLine, may_be_proxy_line, split_proxy_line
 from ..wire.http11 import (
     FORWARDED_HEADERS,
     HttpError,
@@ -81,7 +82,7 @@ class Front:
         self._server = Acceptor((settings.address, settings.port), self._handle, spawn=Pool())
         # In a cluster, other nodes pass visitors on to a port of this process's own: the public
         # one may be shared by several processes (gunicorn -w N, SO_REUSEPORT).
-        self._internal = Acceptor((settings.address, 0), self._handle, spawn=Pool()) if self.peers else None
+        self._internal = Acceptor((settings.address, 0), self._handle_node, spawn=Pool()) if self.peers else None
 
     @property
     def port(self):
@@ -113,7 +114,16 @@ class Front:
             self._internal.stop(timeout=timeout)
 
     def _handle(self, sock, addr):
-        """One visitor connection, request after request, until either side is done."""
+        """One visitor connection on the public port."""
+        self._visit(sock, addr, from_node=False)
+
+    def _handle_node(self, sock, addr):
+        """One connection on the internal port: a visitor another node hands over (introduced
+        by a PROXY line), or that node's own requests passed on one by one."""
+        self._visit(sock, addr, from_node=True)
+
+    def _visit(self, sock, addr, from_node):
+        """A visitor connection, request after request, until either side is done."""
         if self.settings.max_visitors and self._open >= self.settings.max_visitors:
             self._refuse_busy(sock)
             return
@@ -124,9 +134,11 @@ class Front:
         self._open += 1
         self.metrics.visitors.inc()
         try:
+            if from_node:
+                ip = self._introduced(visitor, ip)
             while True:
                 req = self._next_request(visitor, wait)
-                if req is None or not self._serve(visitor, req, ip):
+                if req is None or not self._serve(visitor, req, ip, may_hand_over=not from_node):
                     return
                 wait = self.settings.keepalive_timeout
                 if visitor.buf:
@@ -146,6 +158,28 @@ class Front:
         finally:
             self._open -= 1
             self.metrics.visitors.dec()
+
+    def _introduced(self, conn, ip):
+        """Who is on a connection to the internal port: the visitor a live node's PROXY line
+        names, or without one the connecting address itself. Anyone else's PROXY line is refused:
+        it would let them say they are any address (and pass a tunnel's --allow list)."""
+        with self.deadlines.bound(self.settings.head_timeout, _HeadTimeout):
+            split = None
+            while split is None:
+                data = conn.sock.recv(relay.BUFSIZE)
+                if not data:
+                    raise relay.Closed()
+                conn.buf += data
+                if not may_be_proxy_line(conn.buf):
+                    return ip
+                try:
+                    split = split_proxy_line(conn.buf)
+                except BadProxyLine as exc:
+                    raise HttpError(400, str(exc)) from None
+        if not self.peers.is_node(ip):
+            raise HttpError(403, "only another node of this cluster may hand a connection over", "not-a-node")
+        source, conn.buf = split
+        return protocol.normal_address(source) if source else ip
 
     def _refuse_busy(self, sock):
         # Read what the visitor sent first (briefly): closing a socket with unread bytes makes
@@ -184,7 +218,7 @@ class Front:
                 head = visitor.read_head(self.settings.head_limit)
         return parse_request_head(head) if head else None
 
-    def _serve(self, visitor, req, ip):
+    def _serve(self, visitor, req, ip, may_hand_over):
         host = request_host(req)
         if host is None:
             raise HttpError(400, "the request has no Host header")
@@ -201,6 +235,9 @@ class Front:
                 "There is no tunnel named %s on this server.\n"
                 "If it is yours, start your localtunnel client again (lt --port <port> --subdomain %s)."
                 % (tunnel_id, tunnel_id)), "no-such-tunnel")
+        if node is not None and may_hand_over and (req.keep_alive or req.is_upgrade):
+            self._hand_over(node, visitor, req, ip, tunnel_id)
+            return False
         framer = request_framer(req)
         extra = forwarded_lines(req, ip, host, self._trusts(ip))
         if node is not None:
@@ -219,6 +256,18 @@ class Front:
         self.metrics.request(outcome.response.status, outcome.bytes_in, outcome.bytes_out, outcome.waited)
         log_access(ip, req, outcome.response.status, outcome.bytes_out, tunnel_id, outcome.waited, started)
         return keep
+
+    def _hand_over(self, node, visitor, req, ip, tunnel_id):
+        """Give the whole connection to the node holding its tunnel: the owner alone parses
+        every request on it. A connection that ends with this request is passed on instead (in
+        _serve), over a kept-alive connection between the nodes rather than a new one."""
+        log.debug("front: visitor %s of %s handed over to node %s", ip, tunnel_id, node.id)
+        self.metrics.handed_over += 1
+        try:
+            self.peers.hand_over(node, visitor, req)
+        except HttpError as exc:
+            log_access(ip, req, exc.status, 0, tunnel_id, 0.0, time.monotonic(), exc.code)
+            raise
 
     def _visitor_address(self, req, ip):
         """Who a visitor is, for its share of a tunnel's sockets: behind a trusted proxy, the

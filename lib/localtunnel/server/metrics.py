@@ -16,7 +16,7 @@ from .. import __version__
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 ERROR_KINDS = ("no-such-tunnel", "no-free-socket", "tunnel-closed", "bad-response", "response-timeout",
-               "bad-request", "head-timeout", "busy", "node-unreachable", "registry-unreachable")
+               "bad-request", "head-timeout", "busy", "node-unreachable", "registry-unreachable", "not-a-node")
 #: Upper bounds (seconds) of the socket-wait histogram's buckets.
 WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30)
 
@@ -35,6 +35,7 @@ class Metrics:
         self.waits = [0] * (len(WAIT_BUCKETS) + 1)     # per bucket, not cumulative; the last is +Inf
         self.wait_sum = 0.0
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
+        self.handed_over = 0    # visitor connections given to the node holding their tunnel
         self.collectors.register(_Families(self, registry))
 
     def request(self, status, bytes_in, bytes_out, waited):
@@ -104,6 +105,9 @@ class _Families:
                         "Error answers the server wrote, by kind (X-Localtunnel-Status)", ["kind"])
         for kind, count in m.errors.items():
             errors.add_metric(node + [kind], count)
+        handed = family(CounterMetricFamily, "localtunnel_handed_over_connections",
+                        "Visitor connections handed to the cluster node that holds their tunnel")
+        handed.add_metric(node, m.handed_over)
         cumulative, buckets = 0, []
         for bound, count in zip(WAIT_BUCKETS + (float("inf"),), m.waits):
             cumulative += count
@@ -111,4 +115,4 @@ class _Families:
         wait = family(HistogramMetricFamily, "localtunnel_socket_wait_seconds",
                       "Time a request waited for a free tunnel socket")
         wait.add_metric(node, buckets, m.wait_sum)
-        return [tunnels, sockets, visitors, build, requests, moved, errors, wait]
+        return [tunnels, sockets, visitors, build, requests, moved, errors, handed, wait]

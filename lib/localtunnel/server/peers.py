@@ -1,18 +1,26 @@
-"""The other nodes of a cluster, as the front sees them: who holds a tunnel, and passing a visitor's
-request on to that node over one internal hop (issue 14).
+"""The other nodes of a cluster, as the front sees them: who holds a tunnel, and getting a visitor
+to that node over one internal hop (issue 14).
 
-The hop is plain HTTP/1.1 to the owner's own port (its public one may be shared by several
-workers), a kept-alive connection per request in flight, so the owner applies every limit and answers every error page itself, exactly as for a
-visitor of its own; WebSocket upgrades and long bodies go through forward() as anywhere else. The
-visitor's address travels in X-Forwarded-For, which the owner trusts from live nodes only.
+Both ways of doing it go to the owner's own internal port (its public one may be shared by
+several workers), so the owner applies every limit and answers every error page itself, exactly
+as for a visitor of its own:
+- hand_over(): the visitor's whole connection, introduced by a PROXY line naming the visitor and
+  then spliced. The visitor's first request is routed here; every later one is parsed only by
+  the owner, so the hop costs this node a splice, not a second HTTP proxy (bench/cluster.py).
+- pass_on(): one request over a kept-alive HTTP/1.1 connection, the visitor's address in
+  X-Forwarded-For. For a request that reaches a node by a hand-over and finds the tunnel moved.
+The owner believes a PROXY line and X-Forwarded-For from live nodes only.
 """
+import socket
 import time
 
 from gevent.event import AsyncResult
 
 from ..transfer import relay
 from ..transfer.forward import FAILURES, BadResponse, DestinationDied, ResponseTimeout, forward
-from ..wire.http11 import IDEMPOTENT_METHODS, HttpError
+from ..wire.http11 import IDEMPOTENT_METHODS, HttpError, raw_request_head
+from ..wire.proxy_line import proxy_line
+from .cluster import RegistryUnreachable
 
 #: How long a name's owner (or its absence) is remembered: a request normally costs no Redis round
 #: trip, and a tunnel that moved or ended is noticed within half a lease.
@@ -22,6 +30,8 @@ OWNER_CACHE_SHARE = 0.5
 NO_OWNER_CACHE = 1.0
 #: Names remembered at most: random names from visitors must not grow the cache for ever.
 OWNER_CACHE_SIZE = 4096
+#: Seconds between two lookups of the live nodes caused by an unknown address handing over a visitor.
+NODES_RECHECK = 1.0
 #: Idle connections kept to each other node: enough for the requests one node has in flight at
 #: once, or every burst opens (and the owner accepts) new ones. 32 cost the owner 80 us of CPU per
 #: passed-on request against 72 with 256 (bench/cluster.py).
@@ -44,10 +54,26 @@ class Peers:
         self._asking = {}           # name -> AsyncResult of the lookup in flight
         self._idle = {}             # (host, port) -> [(Reader, InputProbe)]
         self.hosts = frozenset()    # live nodes' hosts, refreshed on each renewal tick
+        self._refreshed = float("-inf")
 
     def refresh(self):
         """On each renewal tick: which hosts are nodes (trusted to say who a visitor is)."""
+        self._refreshed = time.monotonic()
         self.hosts = self._names.node_hosts()
+
+    def is_node(self, host):
+        """Whether `host` is a live node's. A node that joined since the last tick is not known
+        yet, so a miss asks Redis again, at most once per NODES_RECHECK seconds (any address may
+        cause a miss)."""
+        if host in self.hosts:
+            return True
+        if time.monotonic() - self._refreshed < NODES_RECHECK:
+            return False
+        try:
+            self.refresh()
+        except RegistryUnreachable:
+            return False    # Redis unreachable: logged by the renewal tick; nobody new is trusted
+        return host in self.hosts
 
     def owner(self, name):
         """The other live node holding `name`, or None: from the cache, else one Redis round trip
@@ -86,6 +112,39 @@ class Peers:
         self._owners[name] = (now + ttl, node)
         return node
 
+    def hand_over(self, node, visitor, req):
+        """Give `node` this visitor's connection, from its request `req` on, and splice the two
+        until both are done. Raises HttpError (502) when the node cannot be reached."""
+        sock = self._connect(node)
+        try:
+            self._watch_for_death(sock)
+            introduction = proxy_line(visitor.sock.getpeername()[:2], visitor.sock.getsockname()[:2])
+            try:
+                relay.send_all(sock, introduction + raw_request_head(req) + visitor.buf,
+                               lambda: self._limits.deadlines.bound(self._settings.head_timeout, ResponseTimeout))
+            except (OSError, ResponseTimeout):
+                raise self._failed(node, 502, "did not take the visitor's connection") from None
+            visitor.buf = b""
+            # The owner bounds every request and idle keep-alive itself; the splice's own bound
+            # is the longest the owner lets an upgraded connection sit silent.
+            relay.splice(visitor, relay.Reader(sock), idle=self._settings.splice_idle_timeout)
+        finally:
+            sock.close()
+
+    def _watch_for_death(self, sock):
+        """A node that loses power sends no FIN: keepalive probes after a lease of silence, and
+        a bound on unacknowledged data, end the hop (and the visitor's connection) within about
+        a lease instead of at the splice's idle bound."""
+        lease = max(1, int(self._names.lease))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, lease)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, (lease + 3) * 1000)
+        except (OSError, AttributeError):
+            pass    # not Linux: the splice's idle bound still ends it
+
     def pass_on(self, node, visitor, req, head, framer):
         """Send the request to `node` and relay its answer to the visitor, as forward() does for a
         tunnel socket. Returns (whether the visitor connection may carry another request, the
@@ -122,11 +181,14 @@ class Peers:
             if not conn.buf and not probe.has_input():
                 return conn, probe, True
             conn.sock.close()
+        sock = self._connect(node)
+        return relay.Reader(sock), relay.InputProbe(sock), False
+
+    def _connect(self, node):
         try:
-            sock = relay.connect((node.host, node.port), self._settings.socket_wait)
+            return relay.connect((node.host, node.port), self._settings.socket_wait)
         except OSError as exc:
             raise self._failed(node, 502, "could not be reached (%s)" % (exc.strerror or exc)) from None
-        return relay.Reader(sock), relay.InputProbe(sock), False
 
     def _keep(self, node, conn, probe):
         idle = self._idle.setdefault((node.host, node.port), [])

@@ -231,6 +231,12 @@ def forward_request_head(req, extra_lines=(), drop=frozenset()):
     return b"\r\n".join(out)
 
 
+def raw_request_head(req):
+    """The head exactly as it was sent, ending in the blank line: request lines are parsed from
+    single-space separated parts and header lines are kept as sent."""
+    return b"\r\n".join((b" ".join(req.start), *req.lines, b"\r\n"))
+
+
 #: The X-Forwarded-* headers a visitor sends, replaced or extended by forwarded_lines().
 FORWARDED_HEADERS = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"))
 
