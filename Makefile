@@ -1,5 +1,6 @@
 # Two commands on a fresh machine (see README): `make demo` and `make test`; `make bench` measures,
-# `make soak` runs ten minutes of mixed traffic and checks memory, descriptors and every response.
+# `make soak` runs ten minutes of mixed traffic and checks memory, descriptors and every response;
+# `make bench-cluster` measures what several nodes cost and what a node's death loses.
 # Everything the tests need is installed from here: Python packages into .venv, the npm
 # `localtunnel` client into tests/node/node_modules.
 
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 DEMO_PORT ?= 8080
 DEMO_SERVICE_PORT ?= 3000
 
-.PHONY: setup test-setup demo test bench soak clean
+.PHONY: setup test-setup demo test bench bench-cluster soak clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,11 @@ test-setup: setup tests/node/node_modules/.bin/lt
 
 bench: test-setup
 	$(PY) bench/run.py
+
+bench-cluster: test-setup
+	$(PY) -c 'import sys; sys.path.insert(0, "bench"); import tools; tools.ensure_tools()'
+	$(PY) bench/cluster.py
+	$(PY) bench/cluster_failover.py
 
 SOAK_MINUTES ?= 10
 soak: test-setup

@@ -1,9 +1,11 @@
 """What a cluster costs (issue 14): a visitor at the node that holds the tunnel against one at
-another node, which passes the request on; Redis commands per visitor request and per renewal.
+another node, which hands its connection over (or, for `Connection: close`, passes the request
+on); Redis commands per visitor request and per renewal; and one machine's cores as nodes, under
+`gunicorn -w 2`, against one process alone.
 
 Two server processes with --redis (one redis-server, persistence off), our client on node A in
-front of nginx, wrk keep-alive at each node in alternating rounds, and the CPU every process spent
-per request. Usage: .venv/bin/python bench/cluster.py [--seconds 5] [--rounds 2]
+front of nginx, wrk at each node in alternating rounds, keep-alive then close, and the CPU every
+process spent per request. Usage: .venv/bin/python bench/cluster.py [--seconds 5] [--rounds 2]
 (after `make bench` installed wrk and nginx, and `make test-setup` redis-server).
 """
 from gevent import monkey
@@ -77,9 +79,48 @@ def main(argv=None):
         idle = watcher.info("stats")["total_commands_processed"] - before - 1
         print("idle for %d s (lease %d s, two nodes renewing every %.1f s, nothing else): %d Redis commands"
               % (LEASE, LEASE, LEASE / 3, idle), flush=True)
+        tools.stop_all(procs[3:])
+        del procs[3:]
+        for number in range(1, args.rounds + 1):
+            for kind in (("one process", "gunicorn -w 2") if number % 2 else ("gunicorn -w 2", "one process")):
+                workers(kind, url, nginx_port, args.seconds, number)
     finally:
         tools.stop_all(procs)
     return 0
+
+
+def workers(kind, redis_url, nginx_port, seconds, number):
+    """One machine's server as one process (no Redis), or as gunicorn's two gevent workers, each
+    a node: the kernel spreads visitors over the workers, so about half are handed over to the
+    worker that holds the tunnel. CPU per request of each process, over all requests."""
+    port = tools.free_port()
+    env = {"LT_PORT": str(port), "LT_ADDRESS": "127.0.0.1", "LT_DOMAIN": "localhost"}
+    if kind == "one process":
+        argv = [sys.executable, "lt_server.py", "--log-level", "warning"]
+    else:
+        argv = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "-b", "127.0.0.1:0",
+                "--log-level", "warning", "lt_server:app"]
+        env["LT_REDIS_URL"] = redis_url
+    procs = [tools.Proc("cluster-%s" % kind.replace(" ", "-"), argv, env=env)]
+    try:
+        tools.wait_listening(port)
+        client = tools.Proc("cluster-workers-client", scenarios.client_argv("python", port, nginx_port, "bench-workers"))
+        procs.append(client)
+        client.wait_for(r"your url is")
+        scenarios.wait_sockets(port, "bench-workers")
+        pids = {"client": client.pid}
+        workers = tools.children(procs[0].pid) or [procs[0].pid]
+        pids.update(("worker %d" % n if kind != "one process" else "server", pid) for n, pid in enumerate(workers, 1))
+        if kind != "one process":
+            pids["arbiter"] = procs[0].pid
+        run = tools.run_wrk_cpu("http://127.0.0.1:%d/1k" % port, "bench-workers.localhost", seconds, 50, pids,
+                                own_only=True)
+        print("round %d, %-14s %7.0f req/s, p99 %5.2f ms, errors %d; CPU us/request (user+system): %s"
+              % (number, kind, run["rps"], run["p99"], run["errors"],
+                 ", ".join("%s %.1f (%.1f+%.1f)" % (name, sum(pair), *pair) for name, pair in run["cpu"].items())),
+              flush=True)
+    finally:
+        tools.stop_all(procs)
 
 
 if __name__ == "__main__":

@@ -91,12 +91,12 @@ def stop_all(procs):
         proc.stop()
 
 
-def cpu_seconds(pid):
+def cpu_seconds(pid, own_only=False):
     """(user, system) CPU seconds used so far by a process and its children that are still
     running (nginx's master and its worker), from /proc."""
     user = system = 0.0
     tick = os.sysconf("SC_CLK_TCK")
-    for each in [pid] + _children(pid):
+    for each in [pid] + ([] if own_only else children(pid)):
         try:
             with open("/proc/%d/stat" % each) as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()
@@ -107,24 +107,25 @@ def cpu_seconds(pid):
     return user, system
 
 
-def _children(pid):
+def children(pid):
     try:
         with open("/proc/%d/task/%d/children" % (pid, pid)) as listing:
             found = [int(child) for child in listing.read().split()]
     except OSError:
         return []
-    return found + [grandchild for child in found for grandchild in _children(child)]
+    return found + [grandchild for child in found for grandchild in children(child)]
 
 
-def run_wrk_cpu(url, host, seconds, connections, pids, extra_headers=()):
+def run_wrk_cpu(url, host, seconds, connections, pids, extra_headers=(), own_only=False):
     """run_wrk, plus `cpu`: for each name in `pids` (name -> pid), the (user, system)
-    microseconds that process spent per request during the run."""
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    microseconds that process spent per request during the run (with its children, unless
+    `own_only`)."""
+    before = {name: cpu_seconds(pid, own_only) for name, pid in pids.items()}
     result = run_wrk(url, host, seconds, connections, extra_headers)
     count = max(result["requests"], 1)
     result["cpu"] = {}
     for name, pid in pids.items():
-        after = cpu_seconds(pid)
+        after = cpu_seconds(pid, own_only)
         result["cpu"][name] = tuple((a - b) * 1e6 / count for a, b in zip(after, before[name]))
     return result
 

@@ -65,9 +65,10 @@ class Server:
         if self._fd_warning:
             log.warning("%s", self._fd_warning)     # said once the server really runs
         if self.settings.redis_url:
-            self.registry.names.port = self.front.internal_port   # other nodes pass visitors on to it
-            log.info("cluster: node %s at %s, lease %g s", self.registry.names.node_id,
-                     self.settings.node_address, self.settings.lease)
+            self.registry.names.port = self.front.internal_port   # other nodes hand visitors over to it
+            log.info("cluster: node %s at %s, internal port %d (other nodes hand visitors over to it), "
+                     "lease %g s", self.registry.names.node_id, self.settings.node_address,
+                     self.front.internal_port, self.settings.lease)
             self._renew()       # alive in the registry before the first claim
             self._renewal = gevent.spawn(self._renew_forever)
 
