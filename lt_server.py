@@ -47,7 +47,8 @@ Options:
   --auth-token=TOKEN            Creating a tunnel needs this token: lt-client --auth-token, or the
                                 npm client with --host https://user:TOKEN@host (default none).
   --trusted-proxies=ADDRS       Comma-separated proxy addresses whose X-Forwarded-* headers are
-                                kept (default 127.0.0.1,::1).
+                                kept, or whose PROXY protocol line (an L4 balancer's send-proxy)
+                                names the visitor (default 127.0.0.1,::1).
   --redis=URL                   Join a cluster of servers sharing one tunnel registry in Redis
                                 (redis://[:password@]host:port/db or rediss://...); without it
                                 the server runs alone, with nothing else to install.

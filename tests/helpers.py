@@ -198,6 +198,11 @@ def ok_handler(sock, head):
     sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
+def echo_head_handler(sock, head):
+    """Answer with the request head as the body, so tests can see what reached the tunnel."""
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(head), head))
+
+
 class FakeClient:
     """A tunnel client we script: `count` sockets, each answering requests with `handler`."""
 

@@ -177,9 +177,12 @@ def test_cluster_balancer_in_front_of_two_nodes(make_server, redis_server, procs
     procs(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")])
     helpers.wait_listening(front)
     info = helpers.new_tunnel(front)                # lands on either node
-    client = helpers.FakeClient(info, 2)            # to the node in `ip`, not through haproxy
+    client = helpers.FakeClient(info, 2, handler=helpers.echo_head_handler)    # to the node in `ip`, not through haproxy
     helpers.wait_sockets(front, info["id"], 2)
-    for number in range(20):                        # round robin: both nodes answer visitors
-        answer = helpers.visit(front, info["id"], "/v%d" % number, timeout=5)
-        assert answer.status_code == 200 and answer.text == "GET /v%d HTTP/1.1" % number
+    with helpers.session_from("127.0.0.2") as session:
+        for number in range(20):                    # round robin: both nodes answer visitors
+            answer = helpers.visit(front, info["id"], "/v%d" % number, session=session, timeout=5)
+            assert answer.status_code == 200 and answer.text.startswith("GET /v%d HTTP/1.1\r\n" % number)
+            # haproxy's send-proxy line names the visitor, through either node.
+            assert "X-Forwarded-For: 127.0.0.2" in answer.text
     client.close()

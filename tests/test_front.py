@@ -10,12 +10,7 @@ import pytest
 import requests
 
 import helpers
-from helpers import FakeClient, new_tunnel, raw_exchange, status_of, visit
-
-
-def echo_head_handler(sock, head):
-    """Answer with the request head as the body, so tests can see what reached the tunnel."""
-    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(head), head))
+from helpers import FakeClient, echo_head_handler, new_tunnel, raw_exchange, status_of, visit
 
 
 @pytest.fixture
@@ -169,6 +164,19 @@ def test_forwarded_headers_from_a_trusted_proxy_are_extended(echo_tunnel, server
                                b"Connection: close\r\n\r\n" % echo_tunnel.encode())
     assert b"X-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n" in seen
     assert b"X-Forwarded-Proto: https\r\n" in seen
+
+
+def test_a_trusted_l4_balancer_names_the_visitor_in_a_proxy_line(echo_tunnel, server):
+    """An L4 balancer (HAProxy `send-proxy`) cannot add X-Forwarded-For; from --trusted-proxies
+    its PROXY line names the visitor instead, whose address then counts as theirs."""
+    request = b"GET / HTTP/1.1\r\nHost: %s.localhost\r\nConnection: close\r\n\r\n" % echo_tunnel.encode()
+    seen = head_seen_by_tunnel(server, echo_tunnel, b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 80\r\n" + request)
+    assert b"X-Forwarded-For: 198.51.100.7\r\n" in seen
+    assert b"X-Forwarded-For: 127.0.0.1\r\n" in head_seen_by_tunnel(server, echo_tunnel, b"PROXY UNKNOWN\r\n" + request)
+    # From anyone else it is no HTTP: a 400, and nothing reaches the tunnel.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5, source_address=("127.0.0.2", 0)) as sock:
+        sock.sendall(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 80\r\n" + request)
+        assert status_of(helpers.read_all(sock)) == 400
 
 
 def test_visitor_connection_close_is_hop_by_hop(echo_tunnel, server):

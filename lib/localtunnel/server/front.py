@@ -134,8 +134,8 @@ class Front:
         self._open += 1
         self.metrics.visitors.inc()
         try:
-            if from_node:
-                ip = self._introduced(visitor, ip)
+            if from_node or ip in self.settings.trusted_proxies:
+                ip = self._introduced(visitor, ip, from_node)
             while True:
                 req = self._next_request(visitor, wait)
                 if req is None or not self._serve(visitor, req, ip, may_hand_over=not from_node):
@@ -159,24 +159,28 @@ class Front:
             self._open -= 1
             self.metrics.visitors.dec()
 
-    def _introduced(self, conn, ip):
-        """Who is on a connection to the internal port: the visitor a live node's PROXY line
-        names, or without one the connecting address itself. Anyone else's PROXY line is refused:
-        it would let them say they are any address (and pass a tunnel's --allow list)."""
-        with self.deadlines.bound(self.settings.head_timeout, _HeadTimeout):
-            split = None
-            while split is None:
-                data = conn.sock.recv(relay.BUFSIZE)
-                if not data:
-                    raise relay.Closed()
-                conn.buf += data
-                if not may_be_proxy_line(conn.buf):
-                    return ip
-                try:
+    def _introduced(self, conn, ip, from_node):
+        """Who is on a connection: the visitor named by the PROXY line it begins with, or without
+        one the connecting address itself. Called only for connections whose sender may say so:
+        on the internal port, a live node handing a visitor over (anyone else's PROXY line is a
+        403, as it could name any address and so pass a tunnel's limits); on the public port, a
+        --trusted-proxies address, such as an L4 balancer with `send-proxy`."""
+        try:
+            with self.deadlines.bound(self.settings.head_timeout, _IdleTimeout):
+                split = None
+                while split is None:
+                    data = conn.sock.recv(relay.BUFSIZE)
+                    if not data:
+                        raise relay.Closed()
+                    conn.buf += data
+                    if not may_be_proxy_line(conn.buf):
+                        return ip
                     split = split_proxy_line(conn.buf)
-                except BadProxyLine as exc:
-                    raise HttpError(400, str(exc)) from None
-        if not self.peers.is_node(ip):
+        except _IdleTimeout:
+            raise relay.Closed() from None     # silence before a first request: closed quietly, as ever
+        except BadProxyLine as exc:
+            raise HttpError(400, str(exc)) from None
+        if from_node and not self.peers.is_node(ip):
             raise HttpError(403, "only another node of this cluster may hand a connection over", "not-a-node")
         source, conn.buf = split
         return protocol.normal_address(source) if source else ip
