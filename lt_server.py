@@ -82,7 +82,7 @@ from gevent.event import Event
 
 from localtunnel.server import config, under_gunicorn
 from localtunnel.cli import ExitStatus, fail, run_cooperatively, run_main
-from localtunnel.server.front import BindError
+from localtunnel.server.listeners import BindError
 from localtunnel.server.root import Server
 
 PROG = "lt-server"

@@ -14,7 +14,6 @@ from ..transfer import relay
 from ..transfer.forward import Limits
 from ..wire import protocol
 from ..wire.framing import Fixed, request_framer
-from ..wire.proxy_line import BadProxyLine, may_be_proxy_line, split_proxy_line
 from ..wire.http11 import (
     FORWARDED_HEADERS,
     HttpError,
@@ -25,10 +24,12 @@ from ..wire.http11 import (
     request_host,
     skip_blank_lines,
 )
+from ..wire.proxy_line import BadProxyLine, may_be_proxy_line, split_proxy_line
 from . import wsgi
 from .access_log import log_access
 from .descriptors import Acceptor
 from .dispatch import send_through_tunnel
+from .listeners import BindError, bind_advice, shared_listener
 from .peers import Peers
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,6 @@ _DROP = FORWARDED_HEADERS | {HOP_HEADER.lower()}
 #: Seconds a visitor refused for lack of room may take to send its request before the 503.
 BUSY_READ = 1.0
 
-
-
-class BindError(Exception):
-    """The public port could not be opened; the message says how to fix it."""
 
 
 class _HeadTimeout(Exception):
@@ -101,11 +98,11 @@ class Front:
     def start(self):
         try:
             if self.peers is not None:
-                self._server = Acceptor(_shared_listener(self.settings), self._handle, spawn=Pool())
+                self._server = Acceptor(shared_listener(self.settings), self._handle, spawn=Pool())
                 self._internal.start()
             self._server.start()
         except OSError as exc:
-            raise BindError(_bind_advice(self.settings, exc)) from None
+            raise BindError(bind_advice(self.settings, exc)) from None
         log.info("front: serving tunnels and the API on %s:%d", self.settings.address, self.port)
 
     def stop(self, timeout=1):
@@ -326,30 +323,3 @@ def _bad_request_message(exc):
     if exc.status == 431:
         return "The request head is too large (%s)." % exc.message
     return "Bad request: %s." % exc.message
-
-
-def _bind_advice(settings, exc):
-    where = "%s:%d" % (settings.address, settings.port)
-    if exc.errno == 13:
-        why = "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-    elif exc.errno == 98:
-        why = "the port is already in use"
-    else:
-        why = exc.strerror or str(exc)
-    return "cannot listen on %s: %s; choose another with --port (or LT_PORT)" % (where, why)
-
-
-def _shared_listener(settings):
-    """The public port, bound so that several processes may listen on it together (each a node
-    of one cluster); the kernel spreads new connections over them."""
-    family = socket.AF_INET6 if ":" in settings.address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((settings.address, settings.port))
-        sock.listen(1024)
-    except OSError:
-        sock.close()
-        raise
-    return sock

@@ -8,7 +8,9 @@ as for a visitor of its own:
   then spliced. The visitor's first request is routed here; every later one is parsed only by
   the owner, so the hop costs this node a splice, not a second HTTP proxy (bench/cluster.py).
 - pass_on(): one request over a kept-alive HTTP/1.1 connection, the visitor's address in
-  X-Forwarded-For. For a request that reaches a node by a hand-over and finds the tunnel moved.
+  X-Forwarded-For: for a request that ends its visitor's connection (a new connection per
+  visitor would cost more than the splice saves), and for one that reached this node by a
+  hand-over and finds its tunnel on a third node (it goes no further).
 The owner believes a PROXY line and X-Forwarded-For from live nodes only.
 """
 import socket
@@ -132,16 +134,19 @@ class Peers:
             sock.close()
 
     def _watch_for_death(self, sock):
-        """A node that loses power sends no FIN: keepalive probes after a lease of silence, and
-        a bound on unacknowledged data, end the hop (and the visitor's connection) within about
-        a lease instead of at the splice's idle bound."""
+        """A node that loses power sends no FIN. Keepalive probes after a lease of silence end an
+        idle hop (and the visitor's connection) within about a lease, instead of at the splice's
+        idle bound; data left unacknowledged (or a window left shut) ends it after
+        --response-timeout, the longest the owner itself lets a body pause. Not sooner: Linux
+        counts a shut window against this bound, and a slow tunnel client shuts it for a while."""
         lease = max(1, int(self._names.lease))
+        stall = max(self._settings.response_timeout, lease + 3)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, lease)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, (lease + 3) * 1000)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(stall * 1000))
         except (OSError, AttributeError):
             pass    # not Linux: the splice's idle bound still ends it
 

@@ -60,7 +60,7 @@ class Server:
         return self.front.port
 
     def start(self):
-        """Open the public port; raises front.BindError with advice when it cannot."""
+        """Open the public port; raises listeners.BindError with advice when it cannot."""
         self.front.start()
         if self._fd_warning:
             log.warning("%s", self._fd_warning)     # said once the server really runs

@@ -17,7 +17,7 @@ import gevent.monkey
 
 from ..cli import ExitStatus
 from . import config
-from .front import BindError
+from .listeners import BindError
 
 RUN_IT = "gunicorn -k gevent lt_server:app"
 
