@@ -45,11 +45,8 @@ def main(argv=None):
     tools.raise_fd_limit()
     procs = []
     try:
-        redis_port = tools.free_port()
-        procs.append(tools.Proc("cluster-redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                                                  "--save", "", "--appendonly", "no"]))
-        tools.wait_listening(redis_port)
-        url = "redis://127.0.0.1:%d/0" % redis_port
+        redis_proc, url = tools.start_redis("cluster-redis")
+        procs.append(redis_proc)
         watcher = redis.Redis.from_url(url)
         nginx, nginx_port = tools.start_nginx(tools.prepare_site())
         procs.append(nginx)

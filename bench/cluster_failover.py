@@ -147,11 +147,8 @@ def main(argv=None):
     os.makedirs(tools.OUT, exist_ok=True)
     procs, visitors = [], []
     try:
-        redis_port = tools.free_port()
-        procs.append(tools.Proc("failover-redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                                                   "--save", "", "--appendonly", "no"]))
-        tools.wait_listening(redis_port)
-        url = "redis://127.0.0.1:%d/0" % redis_port
+        redis_proc, url = tools.start_redis("failover-redis")
+        procs.append(redis_proc)
         nginx, nginx_port = tools.start_nginx(tools.prepare_site())
         procs.append(nginx)
         nodes = dict(start_node(url, args.lease)[::-1] for _ in range(2))     # port -> Proc

@@ -72,11 +72,8 @@ def main(argv=None):
         return 2
     procs = []
     try:
-        port = tools.free_port()
-        procs.append(tools.Proc("parser-redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                                 "--save", "", "--appendonly", "no"]))
-        tools.wait_listening(port)
-        url = "redis://127.0.0.1:%d/0" % port
+        redis_proc, url = tools.start_redis("parser-redis")
+        procs.append(redis_proc)
         filler = redis.Redis.from_url(url)
         for number in range(NODES - 1):
             filler.set("lt:node:other-%d" % number, "10.0.%d.%d 80" % (number // 250, number % 250), px=600000)

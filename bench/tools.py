@@ -130,6 +130,14 @@ def run_wrk_cpu(url, host, seconds, connections, pids, extra_headers=(), own_onl
     return result
 
 
+def start_redis(name):
+    """A redis-server of the run's own on a free loopback port, persistence off: (Proc, URL)."""
+    port = free_port()
+    proc = Proc(name, ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    wait_listening(port)
+    return proc, "redis://127.0.0.1:%d/0" % port
+
+
 def rss_mb(pid):
     with open("/proc/%d/status" % pid) as status:
         for line in status:
