@@ -54,6 +54,9 @@ Options:
                                 the server runs alone, with nothing else to install.
   --node-address=HOST           Where clients and the other nodes reach this node (default: the
                                 listening address, which must then not be a wildcard).
+  --node-port=PORT              The internal port other nodes hand visitors over to: PORT, or
+                                under gunicorn -w N the first free of PORT..PORT+63, so a
+                                firewall can allow exactly that range (default: any free port).
   --lease=SECONDS               How long the cluster keeps this node's tunnels after it stops
                                 renewing, e.g. when it dies (default 10).
   --log-level=LEVEL             debug, info, warning or error (default info).

@@ -357,3 +357,47 @@ def test_a_burst_of_visitors_for_one_name_costs_one_lookup():
     askers = [gevent.spawn(peers.owner, "calm-otter") for _ in range(50)]
     gevent.joinall(askers, raise_error=True)
     assert SlowNames.calls == 1 and {asker.value for asker in askers} == {("other", "127.0.0.1", 1)}
+
+
+def test_node_port_fixes_the_internal_port_and_each_worker_takes_the_next(cluster):
+    """A firewall between nodes can allow exactly --node-port's range: the first node takes the
+    port, the next one on the machine (a second gunicorn worker) the one after."""
+    base = helpers.free_port()
+    first, second = cluster(node_port=base), cluster(node_port=base)
+    assert (first.front.internal_port, second.front.internal_port) == (base, base + 1)
+    client = helpers.FakeClient(new_tunnel(first.port, "calm-otter"), 2)
+    helpers.wait_sockets(first.port, "calm-otter", 2)
+    assert helpers.visit(second.port, "calm-otter").text == "GET / HTTP/1.1"     # handed over to `base`
+    client.close()
+
+
+def test_a_node_port_range_all_taken_is_a_one_line_error(cluster):
+    from localtunnel.server import listeners
+    held = _hold_ports(listeners.NODE_PORTS)
+    try:
+        with pytest.raises(listeners.BindError) as info:
+            cluster(node_port=held[0].getsockname()[1])
+        assert "--node-port" in str(info.value) and "in use" in str(info.value)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def _hold_ports(count):
+    """`count` consecutive loopback ports, bound: a range another program may hold part of is
+    given up and another tried."""
+    for _ in range(20):
+        base, held = helpers.free_port(), []
+        for port in range(base, base + count):
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except (OSError, OverflowError):     # taken, or past port 65535
+                sock.close()
+                break
+            held.append(sock)
+        if len(held) == count:
+            return held
+        for sock in held:
+            sock.close()
+    raise AssertionError("found no %d free consecutive ports" % count)

@@ -39,6 +39,7 @@ class Settings:
     trusted_proxies: frozenset = frozenset({"127.0.0.1", "::1"})  # may set X-Forwarded-*
     redis_url: str = None           # redis:// or rediss:// URL: join a cluster sharing one registry
     node_address: str = None        # where clients and other nodes reach this node (with --redis)
+    node_port: int = 0              # the internal port, or the first free of NODE_PORTS from it; 0: any
     lease: float = 10.0             # seconds a node stays alive in the registry without renewing
 
 
@@ -136,6 +137,7 @@ FIELDS = {
     "trusted_proxies": (_addresses, "--trusted-proxies"),
     "redis_url": (_redis_url, "--redis"),
     "node_address": (_text, "--node-address"),
+    "node_port": (_port, "--node-port"),
     "lease": (_seconds, "--lease"),
 }
 

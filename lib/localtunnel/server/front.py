@@ -29,7 +29,7 @@ from . import wsgi
 from .access_log import log_access
 from .descriptors import Acceptor
 from .dispatch import send_through_tunnel
-from .listeners import BindError, bind_advice, shared_listener
+from .listeners import BindError, bind_advice, internal_listener, shared_listener
 from .peers import Peers
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Front:
         self._server = Acceptor((settings.address, settings.port), self._handle, spawn=Pool())
         # In a cluster, other nodes pass visitors on to a port of this process's own: the public
         # one may be shared by several processes (gunicorn -w N, SO_REUSEPORT).
-        self._internal = Acceptor((settings.address, 0), self._handle_node, spawn=Pool()) if self.peers else None
+        self._internal = None   # opened in start(), where a bind error becomes advice
 
     @property
     def port(self):
@@ -99,10 +99,17 @@ class Front:
         try:
             if self.peers is not None:
                 self._server = Acceptor(shared_listener(self.settings), self._handle, spawn=Pool())
-                self._internal.start()
             self._server.start()
         except OSError as exc:
             raise BindError(bind_advice(self.settings, exc)) from None
+        if self.peers is not None:
+            try:
+                self._internal = Acceptor(internal_listener(self.settings), self._handle_node, spawn=Pool())
+            except OSError as exc:
+                self._server.stop()
+                raise BindError("cannot open the internal port for other nodes on %s: %s; choose another "
+                                "--node-port (or LT_NODE_PORT)" % (self.settings.address, exc.strerror or exc)) from None
+            self._internal.start()
         log.info("front: serving tunnels and the API on %s:%d", self.settings.address, self.port)
 
     def stop(self, timeout=1):
