@@ -22,6 +22,13 @@ Options:
   --allow-invalid-cert          Do not verify the local service's certificate.
   -o, --open                    Open the tunnel URL in a browser once it is up.
   --print-requests              Print one line per request: time, method, path, status, duration.
+  --inspect=ADDR                Serve the request inspector (a page and a JSON API listing every
+                                request, with replay) on HOST:PORT, or `off` (default
+                                127.0.0.1:4040, or the next free port). Bodies are visible there:
+                                a non-loopback address is used only when asked, with a warning.
+  --inspect-limit=N             Requests the inspector keeps, the newest (default 500).
+  --inspect-body-limit=BYTES    Bytes of each request and response body it keeps; longer ones
+                                are cut and marked so (default 1048576).
   --auth-token=TOKEN            The token a server started with --auth-token asks for (or set
                                 LT_AUTH_TOKEN). Credentials in --host (http://user:TOKEN@host)
                                 work too, as with the npm client.
@@ -38,6 +45,7 @@ if __name__ == "__main__":
 
 import base64
 import datetime
+import ipaddress
 import json
 import logging
 import os
@@ -62,6 +70,9 @@ from gevent.event import Event
 from localtunnel.transfer import relay
 from localtunnel.wire import protocol
 from localtunnel.cli import ExitStatus, UsageError, fail, run_cooperatively, run_main
+from localtunnel.inspect import app as inspector
+from localtunnel.inspect.capture import Capture
+from localtunnel.inspect.replay import Marked, ReplayError, replay
 from localtunnel.transfer.deadlines import Deadlines, tick_for
 from localtunnel.transfer.forward import FAILURES, BadResponse, DestinationDied, Limits, ResponseTimeout, forward
 from localtunnel.wire.framing import request_framer
@@ -270,25 +281,39 @@ def error_page(options, error):
         % (where, error.message)))
 
 
-def ask_local_service(remote, local, req, head, framer, options):
+def ask_local_service(remote, local, req, head, framer, options, exchange=None):
     """One request to the local service. Returns (status, whether the tunnel socket is still
-    at a message boundary and may carry the next request)."""
+    at a message boundary and may carry the next request). With an inspector's `exchange`, the
+    bytes sent to the service are also handed to it."""
     # A bodiless idempotent request can go again on a fresh local connection.
     retry = framer.done and req.method in IDEMPOTENT_METHODS
     while True:
         try:
             conn, reused = local.get(retry)
-            outcome = forward(remote, conn, req, head, framer, options.limits)
+            outcome = _forward(remote, conn, req, head, framer, options, exchange)
         except LocalDown as exc:
             return _answer_error(remote, options, exc)
         except (DestinationDied, BadResponse, ResponseTimeout) as exc:
             local.close()
             if isinstance(exc, DestinationDied) and reused and retry:
                 retry = False   # it closed an idle keep-alive connection just as we used it
+                if exchange is not None:
+                    exchange.restart_request()
                 continue
             return _answer_error(remote, options, local_failure(exc))
         local.answered(outcome)
         return outcome.response.status, outcome.in_sync
+
+
+def _forward(remote, conn, req, head, framer, options, exchange):
+    if exchange is None:
+        return forward(remote, conn, req, head, framer, options.limits)
+    local_sock = conn.sock
+    conn.sock = relay.Tee(local_sock, exchange.take_request)
+    try:
+        return forward(remote, conn, req, head, framer, options.limits)
+    finally:
+        conn.sock = local_sock
 
 
 def _answer_error(remote, options, error):
@@ -296,13 +321,15 @@ def _answer_error(remote, options, error):
     return error.status, False
 
 
-def serve_tunnel_socket(sock, options, local=None):
+def serve_tunnel_socket(sock, options, local=None, capture=None):
     """Serve requests arriving on one tunnel socket until it closes. Returns how many arrived,
     answered or not: a socket that carried a request was in use, not refused by the server,
     even if the request was malformed or the socket died under it. `local` is where requests go:
-    a Local of its own unless given one (bench/python_path.py gives one without a socket)."""
+    a Local of its own unless given one (bench/python_path.py gives one without a socket).
+    `capture` (the inspector's, unless it is off) sees each request and its response."""
     remote, served = relay.Reader(sock), 0
     local = Local(options) if local is None else local
+    capture = options.capture if capture is None else capture
     try:
         while True:
             head = remote.read_head(HEAD_LIMIT)      # idle here between requests
@@ -314,7 +341,10 @@ def serve_tunnel_socket(sock, options, local=None):
             framer = request_framer(req)
             if options.host_header:
                 head = replace_header(req, b"Host", options.host_header)
-            status, in_sync = ask_local_service(remote, local, req, head, framer, options)
+            if capture is None:
+                status, in_sync = ask_local_service(remote, local, req, head, framer, options)
+            else:
+                status, in_sync = _inspected(remote, local, req, head, framer, options, capture)
             if options.print_requests:
                 print_request(req, status, started)
             if not in_sync:
@@ -329,6 +359,19 @@ def serve_tunnel_socket(sock, options, local=None):
     finally:
         local.close()
         sock.close()
+
+
+def _inspected(remote, local, req, head, framer, options, capture):
+    """ask_local_service(), with the request and its response handed to the inspector."""
+    exchange, status = capture.begin(req), None
+    tunnel_sock = remote.sock
+    remote.sock = relay.Tee(tunnel_sock, exchange.take_response)
+    try:
+        status, in_sync = ask_local_service(remote, local, req, head, framer, options, exchange)
+    finally:
+        remote.sock = tunnel_sock
+        capture.finish(exchange, status)
+    return status, in_sync
 
 
 def _send_quietly(sock, data):
@@ -416,8 +459,76 @@ def announce(info, options, first):
     print("your url is: %s" % info["url"], flush=True)
     if info.get("cached_url"):
         print("your cachedUrl is: %s" % info["cached_url"], flush=True)
+    if first and options.inspector_url:
+        print("inspector: %s" % options.inspector_url, flush=True)
     if first and options.open:
         webbrowser.open(info["url"])
+
+
+# --- the inspector ----------------------------------------------------------------------------
+
+#: Where the inspector listens unless told, and how many ports after it are tried when it is taken.
+INSPECT_DEFAULT, INSPECT_TRIES = ("127.0.0.1", 4040), 20
+
+
+def start_inspector(options):
+    """Serve the inspector and capture every request for it, unless --inspect=off. Returns a
+    message for the user when it could not start (the tunnel works without it)."""
+    if options.inspect == "off":
+        return None
+    host, port = options.inspect or INSPECT_DEFAULT
+    tries = 1 if options.inspect else INSPECT_TRIES
+    listener, error = None, None
+    for candidate in range(port, min(port + tries, 65536)):
+        try:
+            listener = _listening((host, candidate))
+            break
+        except OSError as exc:
+            error = exc
+    if listener is None:
+        return "the inspector cannot listen on %s:%d%s: %s; the tunnel works without it (--inspect=off " \
+               "says so, --inspect=HOST:PORT picks another)" % (host, port, "" if tries == 1 else " or the %d ports after it"
+                                                                % (tries - 1), error.strerror or error)
+    options.capture = Capture(options.inspect_limit, options.inspect_body_limit)
+    app = inspector.create_app(options.capture, lambda request, number: replay_captured(options, request, number))
+    inspector.serve(app, listener)
+    bound = listener.getsockname()
+    options.inspector_url = "http://%s:%d" % ("[%s]" % bound[0] if ":" in bound[0] else bound[0], bound[1])
+    if not _is_loopback(bound[0]):
+        print("%s: warning: the inspector listens on %s, beyond this machine: anyone who reaches it sees every "
+              "request and response body, and can replay them" % (PROG, options.inspector_url),
+              file=sys.stderr, flush=True)
+    return None
+
+
+def _listening(address):
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _is_loopback(host):
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def replay_captured(options, request, number):
+    """Send `request` (a replay of exchange `number`) to the local service as a tunnel request
+    would go; returns the new exchange."""
+    marked = Marked(options.capture, number)
+    replay(lambda sock: serve_tunnel_socket(sock, options, capture=marked), request, RESPONSE_TIMEOUT)
+    if not marked.begun:
+        raise ReplayError(400, "the replayed request was not a request the client could read")
+    return marked.begun[0]
 
 
 # --- the command line -------------------------------------------------------------------------
@@ -437,6 +548,32 @@ class Options:
         self.open = args["--open"]
         self.tls = _tls_context(args) if args["--local-https"] else None
         self.limits = local_limits(Deadlines(tick_for(RESPONSE_TIMEOUT)))
+        self.inspect = _inspect_address(args["--inspect"])
+        self.inspect_limit = _count(args["--inspect-limit"], "--inspect-limit", 500, 1)
+        self.inspect_body_limit = _count(args["--inspect-body-limit"], "--inspect-body-limit", 1 << 20, 0)
+        self.capture = None         # the inspector's, once it serves
+        self.inspector_url = None
+
+
+def _inspect_address(text):
+    """None (the default address, or the next free port), "off", or (host, port) as asked."""
+    if text is None:
+        return None
+    if text.strip().lower() == "off":
+        return "off"
+    host, colon, port = text.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError("--inspect=%s: expected HOST:PORT (such as 127.0.0.1:4040) or off" % text)
+    return host, int(port)
+
+
+def _count(text, flag, default, low):
+    if text is None:
+        return default
+    if not text.strip().isdigit() or int(text) < low:
+        raise UsageError("%s=%s: expected a whole number, %d or more" % (flag, text, low))
+    return int(text)
 
 
 def _port(text):
@@ -509,6 +646,11 @@ def run_until_stopped(options):
             outcome["rejected"] = str(exc)
             stop(ExitStatus.USAGE)
 
+    trouble = start_inspector(options)
+    if trouble is not None:
+        if options.inspect is not None:
+            return fail(PROG, trouble, ExitStatus.USAGE)    # asked for this address: say so and stop
+        print("%s: %s" % (PROG, trouble), file=sys.stderr, flush=True)
     gevent.signal_handler(signal.SIGTERM, stop, ExitStatus.OK)
     gevent.signal_handler(signal.SIGINT, stop, ExitStatus.INTERRUPTED)
     worker = gevent.spawn(work)

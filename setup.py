@@ -12,7 +12,8 @@ setup(
     description="A self-hostable localtunnel server and client, wire compatible with the Node.js originals",
     python_requires=">=3.11",
     package_dir={"": ".", "localtunnel": "lib/localtunnel"},
-    packages=["localtunnel", "localtunnel.wire", "localtunnel.transfer", "localtunnel.server"],
+    packages=["localtunnel", "localtunnel.wire", "localtunnel.transfer", "localtunnel.server", "localtunnel.inspect"],
+    package_data={"localtunnel.inspect": ["static/*"]},
     py_modules=["lt_server", "lt_client"],
     install_requires=[
         "gevent>=24.2",
@@ -25,7 +26,7 @@ setup(
         # --redis: several server processes and machines sharing one registry.
         "redis": ["redis>=5.0"],
         "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "requests>=2.31", "cryptography>=42",
-                 "redis>=5.0"],
+                 "redis>=5.0", "playwright>=1.40"],
     },
     entry_points={
         "console_scripts": [

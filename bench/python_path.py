@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.join(ROOT, "lib"))
 sys.path.insert(0, ROOT)
 
 import lt_client  # noqa: E402
+from localtunnel.inspect.capture import Capture  # noqa: E402
 from localtunnel.transfer import relay  # noqa: E402
 from localtunnel.server.config import Settings  # noqa: E402
 from localtunnel.transfer.deadlines import Deadlines  # noqa: E402
@@ -88,14 +89,19 @@ def server_path(requests, sent=None):
     return lambda: server.front._handle(MemorySocket(VISITOR_REQUEST, requests, sent), ("127.0.0.1", 40000))
 
 
-def client_path(requests, sent=None):
+def client_path(requests, sent=None, capture=None):
     """lt_client.serve_tunnel_socket for one tunnel socket carrying `requests` requests, with
     --local-host set as in the benchmark (the Host header is rewritten)."""
-    options = types.SimpleNamespace(host_header=b"127.0.0.1", print_requests=False,
+    options = types.SimpleNamespace(host_header=b"127.0.0.1", print_requests=False, capture=capture,
                                     limits=lt_client.local_limits(Deadlines(0.1)),
                                     local_host="127.0.0.1", port=80, tls=None)
     local = KeptAliveLocal(options, relay.Reader(MemorySocket(RESPONSE, 10 ** 12)))
     return lambda: lt_client.serve_tunnel_socket(MemorySocket(FORWARDED_REQUEST, requests, sent), options, local)
+
+
+def inspected_client_path(requests, sent=None):
+    """client_path with the request inspector capturing (its default, 500 kept)."""
+    return client_path(requests, sent, Capture())
 
 
 class KeptAliveLocal(lt_client.Local):
@@ -138,7 +144,8 @@ def main(argv=None):
     parser.add_argument("--requests", type=int, default=10000, help="requests per run (default 10000)")
     parser.add_argument("--profile", action="store_true", help="also print where the time goes (cProfile)")
     args = parser.parse_args(argv)
-    for name, make_run in (("server", server_path), ("client", client_path)):
+    for name, make_run in (("server", server_path), ("client, --inspect=off", client_path),
+                           ("client, inspector on", inspected_client_path)):
         check(make_run)
         print("%s: %.1f us of Python per request" % (name, best_of(make_run, args.requests)), flush=True)
         if args.profile:

@@ -175,7 +175,9 @@ def write(path, meta, results, memory, first, users_results=None, node_missing=N
               "(%.1f KB per socket)" % (memory["idle"], memory["loaded"], memory["tunnels"], memory["sockets"],
                                         (memory["loaded"] - memory["idle"]) * 1024 / max(memory["sockets"], 1)),
               "- client RSS after the load: " + ", ".join(
-                  "%s %.1f MB" % (("our client" if k == "python" else "npm lt"), v) for k, v in first["rss"].items()),
+                  "%s %.1f MB" % (LABEL[k], v) for k, v in first["rss"].items()),
+              "", "## The request inspector's cost (issue 15)", "",
+              *inspector_lines(results),
               "", "## The floors of a gevent design", "",
               *floor_lines(results), ""]
     if users_results is not None:
@@ -184,6 +186,17 @@ def write(path, meta, results, memory, first, users_results=None, node_missing=N
     lines.append(_old_notes(path))
     with open(path, "w") as out:
         out.write("\n".join(lines).rstrip() + "\n")
+
+
+def inspector_lines(results):
+    """Keep-alive requests/s with our client's inspector on against off, round by round (each
+    round ran both back to back); the target is at most 10% fewer."""
+    pairs = [(on[0] / off[0]) for on, off in zip(results["keepalive", "inspected"]["rounds"],
+                                                  results["keepalive", "python"]["rounds"])]
+    median = sorted(pairs)[len(pairs) // 2]
+    return ["Keep-alive requests/s through our client with the inspector on, as a share of the same with "
+            "`--inspect=off`, in each round: %s; median %.3f (target at least 0.90: %s)."
+            % (", ".join("%.3f" % pair for pair in pairs), median, _verdict(median >= 0.90))]
 
 
 def rounds_lines(results):

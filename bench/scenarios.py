@@ -13,18 +13,20 @@ from tools import (MIB, NODE_LT, ORIGIN_JS, Proc, free_port, progress, rss_mb, r
                    wait_listening)
 
 PY = sys.executable
-CLIENTS = ("python", "node")
+CLIENTS = ("python", "inspected", "node")
 #: Measuring sticks run in the keep-alive rounds beside the real paths (see Rig's floors).
 FLOORS = ("splice", "http")
-LABEL = {"direct": "direct to nginx", "python": "our server + our client", "node": "our server + npm lt",
+LABEL = {"direct": "direct to nginx", "python": "our server + our client (--inspect=off)",
+         "inspected": "our server + our client, inspector on", "node": "our server + npm lt",
          "splice": "splice floor", "http": "HTTP-aware floor"}
 BENCH = os.path.dirname(os.path.abspath(__file__))
 
 
 def client_argv(kind, server_port, local_port, name):
-    if kind == "python":
+    """"python" is our client with its inspector off, "inspected" with it on (its default)."""
+    if kind in ("python", "inspected"):
         return [PY, "lt_client.py", "-h", "http://localhost:%d" % server_port, "-p", str(local_port),
-                "-l", "127.0.0.1", "-s", name]
+                "-l", "127.0.0.1", "-s", name] + (["--inspect=off"] if kind == "python" else [])
     return [NODE_LT, "--host", "http://localhost:%d" % server_port, "--port", str(local_port),
             "--local-host", "127.0.0.1", "--subdomain", name]
 

@@ -97,3 +97,12 @@ def procs():
 def redis_server(procs):
     """A redis-server of the test's own on a free loopback port, persistence off."""
     return helpers.RedisServer(procs)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (item.rep_call...), so a fixture's teardown can tell
+    whether the test failed (the browser tests save a screenshot then)."""
+    report = yield
+    setattr(item, "rep_" + report.when, report)
+    return report

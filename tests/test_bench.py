@@ -43,6 +43,7 @@ def test_wrk_report_is_read_from_its_own_lines():
 def _round(direct, ours, npm, number):
     return {("keepalive", "direct", number): {"rps": direct, "p99": 1.0},
             ("keepalive", "python", number): {"rps": ours, "p99": 10.0 + number},
+            ("keepalive", "inspected", number): {"rps": ours * (0.95 if number == 1 else 0.8), "p99": 12.0},
             ("keepalive", "node", number): {"rps": npm, "p99": 8.0},
             ("keepalive", "splice", number): {"rps": direct / 4, "p99": 5.0},
             ("keepalive", "http", number): {"rps": direct / 5, "p99": 6.0}}
@@ -55,13 +56,16 @@ def test_keepalive_ratios_pair_runs_from_the_same_round():
     for number, speed in enumerate((1.0, 0.5, 1.0)):
         results.update(_round(80000 * speed, 8000 * speed * (1 + number / 10), 12000 * speed, number))
     merged = run.median_rounds(results)
-    assert set(merged) == {("keepalive", which) for which in ("direct", "python", "node", "splice", "http")}
+    assert set(merged) == {("keepalive", which) for which in ("direct", "python", "inspected", "node", "splice", "http")}
     ours = merged["keepalive", "python"]
     assert [round(ratio, 3) for ratio, _ in ours["rounds"]] == [0.1, 0.11, 0.12]
     assert round(ours["ratio"], 3) == 0.11 and ours["p99"] == 11.0    # the median round, whole
     assert round(report._ratio(merged, "keepalive", "rps", "node"), 3) == 0.15
     assert any("0.110 × (p99 11.00 ms)" in line for line in report.rounds_lines(merged))
     assert merged["keepalive", "http"]["ratio"] == 0.2
+    # The inspector's share is paired per round too: 0.8, 0.95, 0.8, so the median misses 0.90.
+    (line,) = report.inspector_lines(merged)
+    assert "0.800, 0.950, 0.800; median 0.800" in line and "(target at least 0.90: **not met**)" in line
 
 
 def test_python_path_measures_requests_that_are_really_proxied():
@@ -70,8 +74,10 @@ def test_python_path_measures_requests_that_are_really_proxied():
     tool = os.path.join(os.path.dirname(run.__file__), "python_path.py")
     done = subprocess.run([sys.executable, tool, "--requests", "200"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    figures = dict(re.findall(r"^(server|client): ([\d.]+) us of Python per request$", done.stdout, re.M))
-    assert set(figures) == {"server", "client"} and all(0 < float(us) < 1000 for us in figures.values())
+    figures = dict(re.findall(r"^(server|client, --inspect=off|client, inspector on): ([\d.]+) us of Python per request$",
+                              done.stdout, re.M))
+    assert set(figures) == {"server", "client, --inspect=off", "client, inspector on"}
+    assert all(0 < float(us) < 1000 for us in figures.values())
 
 
 def _wrk(rps, p50=1.0, p99=2.0, errors=0, requests=1000, mbps=0.0):

@@ -43,7 +43,7 @@ def test_print_requests_prints_time_method_path_status_duration(server, origin, 
     visit(server.port, name, "/hello?x=1")
     visit(server.port, name, "/missing", method="DELETE")
     proc.wait_for(r"DELETE /missing 404", 5)
-    lines = [line for line in proc.output.splitlines() if not line.startswith("your url")]
+    lines = [line for line in proc.output.splitlines() if not line.startswith(("your url", "inspector:"))]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d GET /hello\?x=1 200 \d+ ms", lines[0])
     assert re.fullmatch(r"\S+ DELETE /missing 404 \d+ ms", lines[1])
 
