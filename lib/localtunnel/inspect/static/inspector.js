@@ -77,12 +77,22 @@ async function api(path, options) {
   return body;
 }
 
+let reloading = false;            // a list fetch in flight: events wait, or it would wipe them
+let held = [];
+
 async function reloadList() {
-  const list = await api("/api/requests");
-  tbody.replaceChildren();
-  rows.clear();
-  for (const summary of list.reverse()) upsert(summary, false);
-  $("empty").hidden = rows.size > 0;
+  reloading = true;
+  try {
+    const list = await api("/api/requests");
+    tbody.replaceChildren();
+    rows.clear();
+    for (const summary of list.reverse()) upsert(summary, false);
+  } finally {
+    reloading = false;
+    for (const summary of held) upsert(summary, true);    // what happened while it loaded
+    held = [];
+    $("empty").hidden = rows.size > 0;
+  }
 }
 
 function select(id) {
@@ -209,8 +219,15 @@ document.addEventListener("keydown", (event) => {
 
 function listen() {
   const events = new EventSource("/api/events");
-  events.onopen = () => { $("live").textContent = "live"; $("live").classList.add("on"); reloadList(); };
-  events.onmessage = (event) => upsert(JSON.parse(event.data), true);
+  events.onopen = async () => {
+    await reloadList().catch(() => {});
+    $("live").textContent = "live";
+    $("live").classList.add("on");
+  };
+  events.onmessage = (event) => {
+    const summary = JSON.parse(event.data);
+    if (reloading) held.push(summary); else upsert(summary, true);
+  };
   events.addEventListener("cleared", () => { tbody.replaceChildren(); rows.clear(); $("empty").hidden = false; $("detail").hidden = true; selected = null; });
   events.onerror = () => { $("live").textContent = "reconnecting…"; $("live").classList.remove("on"); };
 }
