@@ -478,17 +478,12 @@ def start_inspector(options):
         return None
     host, port = options.inspect or INSPECT_DEFAULT
     tries = 1 if options.inspect else INSPECT_TRIES
-    listener, error = None, None
-    for candidate in range(port, min(port + tries, 65536)):
-        try:
-            listener = _listening((host, candidate))
-            break
-        except OSError as exc:
-            error = exc
-    if listener is None:
-        return "the inspector cannot listen on %s:%d%s: %s; the tunnel works without it (--inspect=off " \
-               "says so, --inspect=HOST:PORT picks another)" % (host, port, "" if tries == 1 else " or the %d ports after it"
-                                                                % (tries - 1), error.strerror or error)
+    try:
+        listener = inspector.open_listener(host, port, tries)
+    except OSError as error:
+        where = "%s:%d" % (host, port) + ("" if tries == 1 else " or the %d ports after it" % (tries - 1))
+        return ("the inspector cannot listen on %s: %s; the tunnel works without it "
+                "(--inspect=off says so, --inspect=HOST:PORT picks another)" % (where, error.strerror or error))
     options.capture = Capture(options.inspect_limit, options.inspect_body_limit)
     app = inspector.create_app(options.capture, lambda request, number: replay_captured(options, request, number))
     inspector.serve(app, listener)
@@ -499,19 +494,6 @@ def start_inspector(options):
               "request and response body, and can replay them" % (PROG, options.inspector_url),
               file=sys.stderr, flush=True)
     return None
-
-
-def _listening(address):
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def _is_loopback(host):

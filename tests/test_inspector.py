@@ -126,6 +126,22 @@ def test_the_feed_tells_a_page_of_each_request_as_it_happens(server, inspected):
     assert entries(base) == []
 
 
+@pytest.mark.deadline(60)
+def test_a_websocket_is_listed_with_its_handshake_and_no_frames(server, inspected):
+    name, base, _ = inspected
+    sock = helpers.ws_connect(server.port, "%s.localhost:%d" % (name, server.port))
+    try:
+        helpers.ws_send(sock, b"secret frame")
+        assert helpers.ws_recv(sock) == (2, b"secret frame")
+        listed = [each for each in entries(base) if each["path"] == "/ws"]
+        assert listed and listed[0]["websocket"] and listed[0]["status"] == 101 and listed[0]["pending"]
+        shown = entry(base, listed[0]["id"])
+        assert "Upgrade" in shown["request"]["head"] and shown["response"]["head"].startswith("HTTP/1.1 101")
+        assert "secret frame" not in json.dumps(shown)
+    finally:
+        sock.close()
+
+
 @pytest.mark.deadline(120)
 def test_memory_stays_bounded_under_a_64_mib_upload_and_many_requests(server, inspected):
     name, base, proc = inspected

@@ -54,6 +54,8 @@ class Exchange:
         if self.first_byte is None:
             self.first_byte = time.monotonic()
             self.upgraded = data[:5] == b"HTTP/" and data[9:12] == b"101"
+            if self.upgraded:
+                self.status = 101   # shown now: the exchange lasts as long as the WebSocket
         self.response_size += len(data)
         if self._response_kept < self._room and not (self.upgraded and self.response):
             self._response_kept += _keep(self.response, data, self._room - self._response_kept)
