@@ -29,6 +29,12 @@ Options:
   --inspect-limit=N             Requests the inspector keeps, the newest (default 500).
   --inspect-body-limit=BYTES    Bytes of each request and response body it keeps; longer ones
                                 are cut and marked so (default 1048576).
+  --basic-auth=USER:PASS        Visitors must give this user name and password (or set
+                                LT_BASIC_AUTH); the server checks it, so nothing else reaches you.
+  --allow-ip=CIDRS              Only visitors from these addresses, comma-separated ranges such
+                                as 203.0.113.0/24,2001:db8::/32 (the server answers others 403).
+                                Both need our server: against one that ignores them (the Node
+                                server) the client stops rather than run an open tunnel.
   --auth-token=TOKEN            The token a server started with --auth-token asks for (or set
                                 LT_AUTH_TOKEN). Credentials in --host (http://user:TOKEN@host)
                                 work too, as with the npm client.
@@ -143,10 +149,16 @@ class Backoff:
 
 # --- the tunnel API ---------------------------------------------------------------------------
 
-def request_tunnel(server, name, authorization=None):
-    """Ask `server` for a tunnel named `name` (None: any). Returns the server's JSON answer."""
+#: How the tunnel's visitor rules travel with the creation request (the Node server ignores them).
+BASIC_AUTH_HEADER, ALLOW_IP_HEADER = "X-Localtunnel-Basic-Auth", "X-Localtunnel-Allow-Ip"
+
+
+def request_tunnel(server, name, authorization=None, rules=None):
+    """Ask `server` for a tunnel named `name` (None: any), with visitor `rules` (headers) if any.
+    Returns the server's JSON answer."""
     url = server + ("/" + name if name else "/?new")
     headers = {"Accept": "application/json, text/plain, */*", "User-Agent": "lt-client/" + localtunnel.__version__}
+    headers.update(rules or {})
     if authorization:
         headers["Authorization"] = authorization
     try:
@@ -161,6 +173,23 @@ def request_tunnel(server, name, authorization=None):
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise Unreachable(str(getattr(exc, "reason", exc))) from None
     return _tunnel_info(body)
+
+
+def check_rules_enforced(info, options):
+    """Raise Rejected when the server did not say it enforces the visitor rules we asked for:
+    a server that ignores them (the Node one) would serve the tunnel to everyone."""
+    if not options.rules:
+        return
+    said = info.get("visitor_rules") if isinstance(info.get("visitor_rules"), dict) else {}
+    missing = []
+    if options.basic_auth and said.get("basic_auth") is not True:
+        missing.append("--basic-auth")
+    if options.allow_ip and options.allow_ip not in (said.get("allow_ip") or []):
+        missing.append("--allow-ip")
+    if missing:
+        raise Rejected("%s does not enforce %s (the Node.js localtunnel server ignores them); not starting, "
+                       "since every visitor would reach your service. Use a server that does, or run "
+                       "without them." % (options.server, " and ".join(missing)))
 
 
 def _api_message(exc):
@@ -430,7 +459,8 @@ def keep_tunnel(options):
     name, backoff, announced, first = options.subdomain, Backoff(), False, True
     while True:
         try:
-            info = request_tunnel(options.server, name, options.authorization)
+            info = request_tunnel(options.server, name, options.authorization, options.rules)
+            check_rules_enforced(info, options)
         except Unreachable as exc:
             if not announced:
                 print("%s: no tunnel from %s yet (%s); retrying" % (PROG, options.server, exc),
@@ -530,11 +560,44 @@ class Options:
         self.open = args["--open"]
         self.tls = _tls_context(args) if args["--local-https"] else None
         self.limits = local_limits(Deadlines(tick_for(RESPONSE_TIMEOUT)))
+        self.basic_auth = _basic_auth(args["--basic-auth"] or os.environ.get("LT_BASIC_AUTH"))
+        self.allow_ip = _allow_ip(args["--allow-ip"])
+        self.rules = {}
+        if self.basic_auth:
+            self.rules[BASIC_AUTH_HEADER] = base64.b64encode(self.basic_auth.encode("utf-8")).decode("ascii")
+        if self.allow_ip:
+            self.rules[ALLOW_IP_HEADER] = ",".join(self.allow_ip)
         self.inspect = _inspect_address(args["--inspect"])
         self.inspect_limit = _count(args["--inspect-limit"], "--inspect-limit", 500, 1)
         self.inspect_body_limit = _count(args["--inspect-body-limit"], "--inspect-body-limit", 1 << 20, 0)
         self.capture = None         # the inspector's, once it serves
         self.inspector_url = None
+
+
+def _basic_auth(text):
+    if text is None:
+        return None
+    user, colon, password = text.partition(":")
+    if not colon or not user or not password:
+        raise UsageError("--basic-auth: expected USER:PASS, both non-empty (the user name without a colon)")
+    return text
+
+
+def _allow_ip(text):
+    """The ranges, written as the server writes them back (so the client can check them)."""
+    if text is None:
+        return None
+    ranges = []
+    for part in text.split(","):
+        if part.strip():
+            try:
+                ranges.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+            except ValueError:
+                raise UsageError("--allow-ip: %r is not an address or range such as 203.0.113.0/24 or "
+                                 "2001:db8::/32" % part.strip()) from None
+    if not ranges:
+        raise UsageError("--allow-ip: expected one or more address ranges, comma-separated")
+    return ranges
 
 
 def _inspect_address(text):

@@ -49,6 +49,10 @@ Options:
   --trusted-proxies=ADDRS       Comma-separated proxy addresses whose X-Forwarded-* headers are
                                 kept, or whose PROXY protocol line (an L4 balancer's send-proxy)
                                 names the visitor (default 127.0.0.1,::1).
+  --visitor-allow-ip=CIDRS      Every tunnel's visitors must come from these ranges (comma-
+                                separated, IPv4 and IPv6); a tunnel may narrow them, not widen.
+  --visitor-basic-auth=USER:PASS  Every tunnel asks its visitors for this user and password,
+                                unless its client set its own (lt-client --basic-auth).
   --redis=URL                   Join a cluster of servers sharing one tunnel registry in Redis
                                 (redis://[:password@]host:port/db or rediss://...); without it
                                 the server runs alone, with nothing else to install.

@@ -84,7 +84,7 @@ def server_path(requests, sent=None):
     server = Server(Settings(domain="localhost", address="127.0.0.1", port=0))
     ts = types.SimpleNamespace(reader=relay.Reader(MemorySocket(RESPONSE, 10 ** 12)))
     server.registry._tunnels["bench"] = types.SimpleNamespace(
-        id="bench", max_sockets=10, checkout=lambda _timeout, _visitor=None: ts, release=lambda _ts: None,
+        id="bench", max_sockets=10, gate=None, checkout=lambda _timeout, _visitor=None: ts, release=lambda _ts: None,
         drop=lambda _ts: None)
     return lambda: server.front._handle(MemorySocket(VISITOR_REQUEST, requests, sent), ("127.0.0.1", 40000))
 

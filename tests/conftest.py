@@ -106,3 +106,25 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, "rep_" + report.when, report)
     return report
+
+
+@pytest.fixture
+def reference_server(procs):
+    """The Node.js localtunnel server (from ../shared/anchors, installed by
+    scripts/install-reference-server) on a free loopback port; its port."""
+    esm = os.path.join(helpers.REFERENCE_SERVER, "node_modules", "esm")
+    if not os.path.exists(esm):
+        pytest.skip("the Node localtunnel server is not installed: it comes from ../shared/anchors "
+                    "(scripts/install-reference-server, run by make test-setup)")
+    port = helpers.free_port()
+    proc = procs(["node", "-r", esm, os.path.join(helpers.REFERENCE_SERVER, "bin", "server"),
+                  "--port", str(port), "--address", "127.0.0.1", "--domain", "localhost"])
+    helpers.wait_until(lambda: _answers(port), 15, "the Node server to listen:\n" + proc.output)
+    return port
+
+
+def _answers(port):
+    try:
+        return helpers.requests.get("http://127.0.0.1:%d/api/status" % port, timeout=1).status_code == 200
+    except helpers.requests.RequestException:
+        return False

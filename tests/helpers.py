@@ -21,6 +21,8 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 from loopback import visit, wait_listening, wait_sockets, ws_connect, ws_recv, ws_send  # noqa: E402,F401
 
 LT = os.path.join(ROOT, "tests", "node", "node_modules", ".bin", "lt")
+#: The Node.js localtunnel server, installed from ../shared/anchors (conftest's reference_server).
+REFERENCE_SERVER = os.path.join(ROOT, "tests", "node", "reference-server")
 #: The @n8n/localtunnel library opening one tunnel at its defaults (it has no command of its own).
 N8N_LT = os.path.join(ROOT, "tests", "node", "n8n-lt.js")
 

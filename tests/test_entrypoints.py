@@ -122,7 +122,7 @@ def test_port_in_use_is_one_line_naming_it_and_how_to_change_it(procs):
     (["--port", "70000"], {}, "--port='70000': expected 0 to 65535"),
     (["--grace", "-1"], {}, "--grace='-1': expected a number of seconds above 0"),
     ([], {"LT_SECURE": "maybe"}, "LT_SECURE='maybe': expected true or false"),
-    (["--auth-token", "two words"], {}, "--auth-token='two words': expected printable ASCII without spaces"),
+    (["--auth-token", "two words"], {}, "--auth-token=(not shown): expected printable ASCII without spaces"),
     (["--log-level", "loud"], {}, "--log-level=loud: expected debug, info, warning or error"),
 ])
 def test_bad_command_line_is_one_line_and_status_2(procs, argv, env, says):

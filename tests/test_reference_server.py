@@ -8,7 +8,7 @@ import pytest
 import helpers
 from helpers import start_client, tunnel_name, visit
 
-REFERENCE = os.path.join(helpers.ROOT, "tests", "node", "reference-server")
+REFERENCE = helpers.REFERENCE_SERVER
 
 pytestmark = [
     pytest.mark.node,
@@ -16,23 +16,6 @@ pytestmark = [
                        reason="the Node localtunnel server is not installed: it comes from ../shared/anchors "
                               "(scripts/install-reference-server, run by make test-setup)"),
 ]
-
-
-@pytest.fixture
-def reference_server(procs):
-    """The Node server on a free loopback port; its port."""
-    port = helpers.free_port()
-    proc = procs(["node", "-r", os.path.join(REFERENCE, "node_modules", "esm"), os.path.join(REFERENCE, "bin", "server"),
-                  "--port", str(port), "--address", "127.0.0.1", "--domain", "localhost"])
-    helpers.wait_until(lambda: _answers(port), 15, "the Node server to listen:\n" + proc.output)
-    return port
-
-
-def _answers(port):
-    try:
-        return helpers.requests.get("http://127.0.0.1:%d/api/status" % port, timeout=1).status_code == 200
-    except helpers.requests.RequestException:
-        return False
 
 
 @pytest.mark.deadline(60)

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from .. import __version__
 from ..wire import protocol
 from ..wire.http11 import HttpError
+from . import gate
 from .wsgi import FRONT_ENVIRON_KEY
 
 log = logging.getLogger(__name__)
@@ -80,17 +81,35 @@ def _tunnel_answer(registry, settings, admission, public_port, requested):
     address = _client_address(settings)
     try:
         admission.check(address, request.headers.get("Authorization"), requested)
+        visitor_gate = _gate(settings)
         tunnel = registry.create(requested, address)
-    except HttpError as refusal:    # admission.Refusal, registry.RegistryFull
+    except HttpError as refusal:    # admission.Refusal, registry.RegistryFull, a rule we cannot read
         log.info("refused a tunnel for %s (asked for %s): %d %s", address, requested or "any",
                  refusal.status, refusal.message)
         return _refusal(refusal)
+    if visitor_gate is not None:
+        visitor_gate.realm = tunnel.id
+    tunnel.gate = visitor_gate
     url = protocol.tunnel_url(tunnel.id, _public_host(settings, public_port), settings.secure)
     log.info("tunnel %s: created for %s (asked for %s)", tunnel.id, address, requested or "any")
     # In a cluster, `ip` sends the client's tunnel sockets to this node, whichever node a
     # balancer in front of the cluster would pick (the npm client prefers it to the host name).
     extra = {"ip": registry.names.address} if registry.names.address else {}
+    if visitor_gate is not None:
+        # Says what is enforced: our client refuses to run a tunnel whose rules a server ignored.
+        extra["visitor_rules"] = {"basic_auth": visitor_gate.credentials is not None,
+                                  "allow_ip": [[str(net) for net in nets] for nets in visitor_gate.networks]}
     return _json(protocol.tunnel_info(tunnel.id, tunnel.port, tunnel.max_sockets, url, **extra))
+
+
+def _gate(settings):
+    """The visitor rules of a tunnel about to be created: the operator's, and those the creation
+    request asks for in its rule headers (our client sends them). A 400 for one we cannot read."""
+    try:
+        return gate.gate_for("", settings, request.headers.get(gate.BASIC_AUTH_HEADER),
+                             request.headers.get(gate.ALLOW_IP_HEADER))
+    except gate.BadRule as exc:
+        raise HttpError(400, str(exc)) from None
 
 
 def create_app(registry, settings, metrics, admission, public_port):

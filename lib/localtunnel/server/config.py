@@ -5,6 +5,8 @@ and a flag beats the environment. Every bad value is one clear line naming where
 """
 import dataclasses
 
+from .gate import Credentials, parse_networks, split_credentials
+
 LANDING = "https://localtunnel.github.io/www/"
 
 
@@ -41,6 +43,8 @@ class Settings:
     node_address: str = None        # where clients and other nodes reach this node (with --redis)
     node_port: int = 0              # the internal port, or the first free of NODE_PORTS from it; 0: any
     lease: float = 10.0             # seconds a node stays alive in the registry without renewing
+    visitor_allow_ip: tuple = None  # ip_networks every tunnel's visitors must be in (gate.py)
+    visitor_basic_auth: object = None  # gate.Credentials every tunnel asks visitors for, unless its own
 
 
 def _boolean(text):
@@ -139,7 +143,11 @@ FIELDS = {
     "node_address": (_text, "--node-address"),
     "node_port": (_port, "--node-port"),
     "lease": (_seconds, "--lease"),
+    "visitor_allow_ip": (lambda text: parse_networks(text, "expected CIDR ranges"), "--visitor-allow-ip"),
+    "visitor_basic_auth": (lambda text: Credentials(*split_credentials(text)), "--visitor-basic-auth"),
 }
+#: Settings whose values are never repeated in an error message: they are secrets.
+SECRETS = frozenset(("auth_token", "visitor_basic_auth"))
 
 
 def env_name(field):
@@ -151,7 +159,8 @@ def _parse(field, raw, where):
     try:
         return parser(raw)
     except ValueError as exc:
-        raise ConfigError("%s=%r: %s" % (where, raw, exc)) from None
+        shown = "(not shown)" if field in SECRETS else repr(raw)
+        raise ConfigError("%s=%s: %s" % (where, shown, exc)) from None
 
 
 def from_sources(environ, flags=None):

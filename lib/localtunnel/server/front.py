@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 HOP_HEADER = b"X-Localtunnel-Hop"
 #: Headers a visitor may not bring to the origin: ours to set.
 _DROP = FORWARDED_HEADERS | {HOP_HEADER.lower()}
+#: With a tunnel password, the visitor's Authorization was for us: it goes no further.
+_DROP_AUTHORIZATION = _DROP | {b"authorization"}
 
 #: Seconds a visitor refused for lack of room may take to send its request before the 503.
 BUSY_READ = 1.0
@@ -246,24 +248,40 @@ class Front:
         if node is not None and may_hand_over and (req.keep_alive or req.is_upgrade):
             self._hand_over(node, visitor, req, ip, tunnel_id)
             return False
+        address = drop = None
+        if tunnel is not None:
+            address = self._visitor_address(req, ip)
+            drop = self._admit(tunnel, req, address, ip)
         framer = request_framer(req)
         extra = forwarded_lines(req, ip, host, self._trusts(ip))
         if node is not None:
             extra.append(HOP_HEADER + b": " + self.registry.names.node_id.encode())
-        head = forward_request_head(req, extra, drop=_DROP)
+        head = forward_request_head(req, extra, drop=drop or _DROP)
         started = time.monotonic()
         try:
             if tunnel is None:
                 keep, outcome = self.peers.pass_on(node, visitor, req, head, framer)
             else:
                 keep, outcome = send_through_tunnel(tunnel, visitor, req, head, framer, self.settings, self.limits,
-                                                    self._visitor_address(req, ip))
+                                                    address)
         except HttpError as exc:
             log_access(ip, req, exc.status, 0, tunnel_id, 0.0, started, exc.code)
             raise
         self.metrics.request(outcome.response.status, outcome.bytes_in, outcome.bytes_out, outcome.waited)
         log_access(ip, req, outcome.response.status, outcome.bytes_out, tunnel_id, outcome.waited, started)
         return keep
+
+    def _admit(self, tunnel, req, address, ip):
+        """Raise the 401 or 403 for a visitor the tunnel's gate refuses, before any tunnel socket
+        is taken; returns the headers to drop (the Authorization the gate consumed) or None."""
+        gate = tunnel.gate
+        if gate is None:
+            return None
+        refusal = gate.refusal(address, req.get(b"authorization"))
+        if refusal is not None:
+            log_access(ip, req, refusal.status, 0, tunnel.id, 0.0, time.monotonic(), refusal.code)
+            raise refusal
+        return _DROP_AUTHORIZATION if gate.takes_authorization else None
 
     def _hand_over(self, node, visitor, req, ip, tunnel_id):
         """Give the whole connection to the node holding its tunnel: the owner alone parses
@@ -321,7 +339,7 @@ class Front:
         self.metrics.error(error.code)
         message = _bad_request_message(error) if error.code == "bad-request" else error.message
         try:
-            self._send(sock, protocol.error_response(error.status, error.code, message))
+            self._send(sock, protocol.error_response(error.status, error.code, message, error.headers))
         except (OSError, _SendTimeout):
             pass    # the visitor left or does not read; nothing to tell them
 

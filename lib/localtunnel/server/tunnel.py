@@ -107,6 +107,7 @@ class Tunnel:
         #: Set once the client is seen closing sockets after each response: each socket is then
         #: closed by us after its response, before a request can race the client's close.
         self.retires_sockets = False
+        self.gate = None            # who may visit (gate.Gate), checked before a socket is taken
         self._expiry = None
         self._removed = False
         self._server = StreamServer((settings.address, 0), self._handle, spawn=Pool())

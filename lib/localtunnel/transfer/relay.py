@@ -359,10 +359,11 @@ def _copy_one_way(src, dst, activity):
     moved = 0
     try:
         while True:
-            if src.drained and not src.buf:
+            if src.drained and not src.buf and type(src.sock) is _PLAIN_SOCKET:
                 # The last recv emptied the socket: wait for more before asking, or nearly every
                 # message costs a recv that fails (EAGAIN) first, and a splice between request/
-                # response peers exchanges one message per wake-up.
+                # response peers exchanges one message per wake-up. Not for TLS: decrypted bytes
+                # may wait inside the TLS object while its socket has nothing.
                 src.sock._wait(src.sock._read_event)
             data = src.recv()
             if not data:

@@ -177,10 +177,11 @@ def reason(status):
     return _REASONS.get(status, "Unknown")
 
 
-def error_response(status, code, message):
+def error_response(status, code, message, headers=()):
     """A short plain-text error page, and the end of its connection. `code` goes in
     X-Localtunnel-Status so scripts can tell our errors from the tunnelled service's own;
-    `message` says what happened and what to do."""
+    `message` says what happened and what to do; `headers` are (name, value) pairs to add
+    (WWW-Authenticate, Retry-After)."""
     body = (message.rstrip() + "\n").encode("utf-8")
     lines = [
         "HTTP/1.1 %d %s" % (status, reason(status)),
@@ -189,5 +190,5 @@ def error_response(status, code, message):
         "X-Localtunnel-Status: %s" % code,
         "Cache-Control: no-store",
         "Connection: close",
-    ]
+    ] + ["%s: %s" % pair for pair in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
