@@ -53,6 +53,17 @@ Options:
                                 separated, IPv4 and IPv6); a tunnel may narrow them, not widen.
   --visitor-basic-auth=USER:PASS  Every tunnel asks its visitors for this user and password,
                                 unless its client set its own (lt-client --basic-auth).
+  --tls-cert=FILE               Speak HTTPS on the public port with this certificate (PEM, for
+                                DOMAIN and *.DOMAIN; the chain after it); the port defaults to
+                                443 and tunnel URLs say https://.
+  --tls-key=FILE                Its private key (default: in the --tls-cert file).
+  --tls-dir=DIR                 Certificates as NAME.pem (or NAME.crt) beside NAME.key, chosen by
+                                the name a client asks for (SNI). SIGHUP reads these files (and
+                                the --tls-cert ones) again without dropping anyone.
+  --http-redirect-port=PORT     With TLS, also answer plain HTTP on PORT (e.g. 80) with a
+                                redirect to the same URL over HTTPS.
+  --http-api                    ... and serve the API there over plain HTTP too, for clients
+                                that cannot use HTTPS (their traffic is then readable).
   --redis=URL                   Join a cluster of servers sharing one tunnel registry in Redis
                                 (redis://[:password@]host:port/db or rediss://...); without it
                                 the server runs alone, with nothing else to install.
@@ -123,6 +134,9 @@ def serve(settings):
     except BindError as exc:
         return fail(PROG, exc, ExitStatus.ERROR)
     stopping = Event()
+    if settings.certificates is not None:
+        # certbot and acme.sh renew files in place: read them again, keep every connection.
+        gevent.signal_handler(signal.SIGHUP, settings.certificates.reload)
     gevent.signal_handler(signal.SIGTERM, stopping.set)
     gevent.signal_handler(signal.SIGINT, stopping.set)
     print("%s: listening on %s:%d" % (PROG, settings.address, server.port), flush=True)

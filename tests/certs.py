@@ -63,3 +63,21 @@ def make_wildcard_cert(directory, *domains):
     names = [x509.DNSName(n) for domain in domains for n in (domain, "*." + domain)]
     cert = _build(domains[0], key, domains[0], key, san=names, usage=ExtendedKeyUsageOID.SERVER_AUTH)
     return _write(directory, "wildcard", cert, key)
+
+
+class CertAuthority:
+    """A CA of the test's own, to sign server certificates that clients verify (no verify=False):
+    `ca.path` is the file to trust, `ca.leaf(stem, *names)` writes a certificate for `names`."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._cert = _build("test CA", self._key, "test CA", self._key, ca=True)
+        self.path = _write(directory, "test-ca", self._cert, self._key)[0]
+
+    def leaf(self, stem, *names):
+        """(cert path, key path): a server certificate signed by this CA, for DNS `names`."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _build(names[0], key, "test CA", self._key, san=[x509.DNSName(name) for name in names],
+                      usage=ExtendedKeyUsageOID.SERVER_AUTH)
+        return _write(self.directory, stem, cert, key)

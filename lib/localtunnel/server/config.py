@@ -6,6 +6,7 @@ and a flag beats the environment. Every bad value is one clear line naming where
 import dataclasses
 
 from .gate import Credentials, parse_networks, split_credentials
+from .tls import Certificates, TlsError
 
 LANDING = "https://localtunnel.github.io/www/"
 
@@ -45,6 +46,12 @@ class Settings:
     lease: float = 10.0             # seconds a node stays alive in the registry without renewing
     visitor_allow_ip: tuple = None  # ip_networks every tunnel's visitors must be in (gate.py)
     visitor_basic_auth: object = None  # gate.Credentials every tunnel asks visitors for, unless its own
+    tls_cert: str = None            # PEM certificate (chain) for DOMAIN and *.DOMAIN: the public port speaks TLS
+    tls_key: str = None             # its private key (default: in the certificate's file)
+    tls_dir: str = None             # a directory of NAME.pem + NAME.key pairs, chosen by SNI
+    http_redirect_port: int = 0     # with TLS: a plain-HTTP port that redirects to HTTPS; 0: none
+    http_api: bool = False          # ... and serves the API over plain HTTP there too
+    certificates: object = None     # tls.Certificates, loaded from the three above
 
 
 def _boolean(text):
@@ -143,6 +150,11 @@ FIELDS = {
     "node_address": (_text, "--node-address"),
     "node_port": (_port, "--node-port"),
     "lease": (_seconds, "--lease"),
+    "tls_cert": (_text, "--tls-cert"),
+    "tls_key": (_text, "--tls-key"),
+    "tls_dir": (_text, "--tls-dir"),
+    "http_redirect_port": (_port, "--http-redirect-port"),
+    "http_api": (_boolean, "--http-api"),
     "visitor_allow_ip": (lambda text: parse_networks(text, "expected CIDR ranges"), "--visitor-allow-ip"),
     "visitor_basic_auth": (lambda text: Credentials(*split_credentials(text)), "--visitor-basic-auth"),
 }
@@ -174,6 +186,7 @@ def from_sources(environ, flags=None):
         if raw is not None:
             values[field] = _parse(field, raw, FIELDS[field][1])
     settings = Settings(**values)
+    _tls(settings, "port" in values)
     if settings.domain:
         settings.domain = settings.domain.lower().strip(".")
     if settings.redis_url and not settings.node_address:
@@ -182,3 +195,21 @@ def from_sources(environ, flags=None):
                               "%s: the address clients and the other nodes reach this node at" % settings.address)
         settings.node_address = settings.address
     return settings
+
+
+def _tls(settings, port_given):
+    """Load the certificates when TLS is asked for: their errors are one line at start."""
+    if not (settings.tls_cert or settings.tls_dir):
+        if settings.tls_key or settings.http_redirect_port or settings.http_api:
+            raise ConfigError("--tls-key, --http-redirect-port and --http-api need TLS: give --tls-cert "
+                              "(LT_TLS_CERT) or --tls-dir (LT_TLS_DIR)")
+        return
+    try:
+        settings.certificates = Certificates(settings.tls_cert, settings.tls_key, settings.tls_dir)
+    except TlsError as exc:
+        raise ConfigError("TLS: %s" % exc) from None
+    settings.secure = True      # tunnel URLs say https://
+    if not port_given:
+        settings.port = 443
+    if settings.http_api and not settings.http_redirect_port:
+        raise ConfigError("--http-api serves the API on --http-redirect-port: give that port too")

@@ -6,6 +6,7 @@ own connection. Errors become a response in one place, `_handle`.
 """
 import logging
 import socket
+import ssl
 import time
 
 from gevent.pool import Pool
@@ -20,6 +21,7 @@ from ..wire.http11 import (
     forward_request_head,
     forwarded_lines,
     next_head,
+    origin_form,
     parse_request_head,
     request_host,
     skip_blank_lines,
@@ -82,6 +84,8 @@ class Front:
         # In a cluster, other nodes pass visitors on to a port of this process's own: the public
         # one may be shared by several processes (gunicorn -w N, SO_REUSEPORT).
         self._internal = None   # opened in start(), where a bind error becomes advice
+        self._redirector = None  # --http-redirect-port, likewise
+        self._scheme = b"https" if settings.certificates is not None else b"http"
 
     @property
     def port(self):
@@ -112,23 +116,60 @@ class Front:
                 raise BindError("cannot open the internal port for other nodes on %s: %s; choose another "
                                 "--node-port (or LT_NODE_PORT)" % (self.settings.address, exc.strerror or exc)) from None
             self._internal.start()
-        log.info("front: serving tunnels and the API on %s:%d", self.settings.address, self.port)
+        if self.settings.http_redirect_port:
+            try:
+                self._redirector = Acceptor((self.settings.address, self.settings.http_redirect_port),
+                                            self._handle_redirect, spawn=Pool())
+                self._redirector.start()
+            except OSError as exc:
+                self.stop()
+                raise BindError(bind_advice(self.settings, exc, self.settings.http_redirect_port,
+                                            "--http-redirect-port (or LT_HTTP_REDIRECT_PORT)")) from None
+        log.info("front: serving tunnels and the API on %s:%d%s", self.settings.address, self.port,
+                 " over TLS" if self.settings.certificates is not None else "")
 
     def stop(self, timeout=1):
         self._server.stop(timeout=timeout)
-        if self._internal is not None:
-            self._internal.stop(timeout=timeout)
+        for extra in (self._internal, self._redirector):
+            if extra is not None:
+                extra.stop(timeout=timeout)
 
     def _handle(self, sock, addr):
-        """One visitor connection on the public port."""
-        self._visit(sock, addr, from_node=False)
+        """One visitor connection on the public port (in TLS when the server has certificates)."""
+        certificates = self.settings.certificates
+        if certificates is None:
+            self._visit(sock, addr, from_node=False)
+            return
+        tls = self._handshake(certificates, sock, addr)
+        if tls is not None:
+            try:
+                self._visit(tls, addr, from_node=False)
+            finally:
+                tls.close()
+
+    def _handshake(self, certificates, sock, addr):
+        """The visitor's TLS socket once its handshake is done within --head-timeout, else None
+        (a silent or broken client holds nothing longer than a slow head would)."""
+        try:
+            tls = certificates.wrap(sock)
+            with self.deadlines.bound(self.settings.head_timeout, _HeadTimeout):
+                tls.do_handshake()
+            return tls
+        except (_HeadTimeout, ssl.SSLError, OSError) as exc:
+            log.debug("front: TLS handshake with %s failed: %s", addr[0], exc)
+            sock.close()
+            return None
+
+    def _handle_redirect(self, sock, addr):
+        """One connection on --http-redirect-port: plain HTTP, answered with the HTTPS address."""
+        self._visit(sock, addr, from_node=False, redirect=True)
 
     def _handle_node(self, sock, addr):
         """One connection on the internal port: a visitor another node hands over (introduced
         by a PROXY line), or that node's own requests passed on one by one."""
         self._visit(sock, addr, from_node=True)
 
-    def _visit(self, sock, addr, from_node):
+    def _visit(self, sock, addr, from_node, redirect=False):
         """A visitor connection, request after request, until either side is done."""
         if self.settings.max_visitors and self._open >= self.settings.max_visitors:
             self._refuse_busy(sock)
@@ -144,7 +185,12 @@ class Front:
                 ip = self._introduced(visitor, ip, from_node)
             while True:
                 req = self._next_request(visitor, wait)
-                if req is None or not self._serve(visitor, req, ip, may_hand_over=not from_node):
+                if req is None:
+                    return
+                if redirect:
+                    if not self._redirect(visitor, req, ip):
+                        return
+                elif not self._serve(visitor, req, ip, may_hand_over=not from_node):
                     return
                 wait = self.settings.keepalive_timeout
                 if visitor.buf:
@@ -253,7 +299,7 @@ class Front:
             address = self._visitor_address(req, ip)
             drop = self._admit(tunnel, req, address, ip)
         framer = request_framer(req)
-        extra = forwarded_lines(req, ip, host, self._trusts(ip))
+        extra = forwarded_lines(req, ip, host, self._trusts(ip), self._scheme)
         if node is not None:
             extra.append(HOP_HEADER + b": " + self.registry.names.node_id.encode())
         head = forward_request_head(req, extra, drop=drop or _DROP)
@@ -270,6 +316,19 @@ class Front:
         self.metrics.request(outcome.response.status, outcome.bytes_in, outcome.bytes_out, outcome.waited)
         log_access(ip, req, outcome.response.status, outcome.bytes_out, tunnel_id, outcome.waited, started)
         return keep
+
+    def _redirect(self, visitor, req, ip):
+        """Plain HTTP on --http-redirect-port: the API when --http-api allows it, else a 308 to
+        the same URL over HTTPS (a 308 keeps the method and body of a POST)."""
+        host = request_host(req)
+        if host is None:
+            raise HttpError(400, "the request has no Host header")
+        if self.settings.http_api and protocol.tunnel_id_for_host(host, self.settings.domain) is None:
+            return self._serve_api(visitor, req, ip)
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        port = "" if self.port == 443 else ":%d" % self.port
+        location = "https://%s%s%s" % (name, port, origin_form(req).decode("latin-1"))
+        raise HttpError(308, "This server speaks HTTPS: %s" % location, "https-only", [("Location", location)])
 
     def _admit(self, tunnel, req, address, ip):
         """Raise the 401 or 403 for a visitor the tunnel's gate refuses, before any tunnel socket

@@ -12,15 +12,16 @@ class BindError(Exception):
     """The public port could not be opened; the message says how to fix it."""
 
 
-def bind_advice(settings, exc):
-    where = "%s:%d" % (settings.address, settings.port)
+def bind_advice(settings, exc, port=None, flag="--port (or LT_PORT)"):
+    """One line: which port could not be opened, why, and the flag that picks another."""
+    where = "%s:%d" % (settings.address, settings.port if port is None else port)
     if exc.errno == 13:
         why = "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
     elif exc.errno == 98:
         why = "the port is already in use"
     else:
         why = exc.strerror or str(exc)
-    return "cannot listen on %s: %s; choose another with --port (or LT_PORT)" % (where, why)
+    return "cannot listen on %s: %s; choose another with %s" % (where, why, flag)
 
 
 def shared_listener(settings):

@@ -241,16 +241,17 @@ def raw_request_head(req):
 FORWARDED_HEADERS = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"))
 
 
-def forwarded_lines(req, peer, host, trusted):
+def forwarded_lines(req, peer, host, trusted, scheme=b"http"):
     """The X-Forwarded-* lines a request goes on with (PROTOCOL.md B5). A `trusted` proxy's values
     are kept, its For list extended with `peer` (the address it connected from); anyone else's
-    are replaced, since they could be forged. `host` is the Host the request is for."""
+    are replaced, since they could be forged. `host` is the Host the request is for; `scheme`
+    what the visitor's connection to us speaks (https when we end TLS ourselves)."""
     prior_for = req.get(b"x-forwarded-for") if trusted else None
     proto = req.get(b"x-forwarded-proto") if trusted else None
     forwarded_host = req.get(b"x-forwarded-host") if trusted else None
     lines = [
         b"X-Forwarded-For: " + (prior_for + b", " if prior_for else b"") + peer.encode(),
-        b"X-Forwarded-Proto: " + (proto or b"http"),
+        b"X-Forwarded-Proto: " + (proto or scheme),
         b"X-Forwarded-Host: " + (forwarded_host or host.encode("latin-1")),
     ]
     if req.version == b"HTTP/1.0" and not req.is_upgrade:
