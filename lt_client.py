@@ -35,6 +35,8 @@ Options:
                                 as 203.0.113.0/24,2001:db8::/32 (the server answers others 403).
                                 Both need our server: against one that ignores them (the Node
                                 server) the client stops rather than run an open tunnel.
+  --use-tunnel-port             Open tunnel sockets to the tunnel's own port even when the server
+                                offers its public port (ours does; the Node server has only ports).
   --auth-token=TOKEN            The token a server started with --auth-token asks for (or set
                                 LT_AUTH_TOKEN). Credentials in --host (http://user:TOKEN@host)
                                 work too, as with the npm client.
@@ -157,7 +159,8 @@ def request_tunnel(server, name, authorization=None, rules=None):
     """Ask `server` for a tunnel named `name` (None: any), with visitor `rules` (headers) if any.
     Returns the server's JSON answer."""
     url = server + ("/" + name if name else "/?new")
-    headers = {"Accept": "application/json, text/plain, */*", "User-Agent": "lt-client/" + localtunnel.__version__}
+    headers = {"Accept": "application/json, text/plain, */*", "User-Agent": "lt-client/" + localtunnel.__version__,
+               protocol.SOCKET_UPGRADE_HEADER: "1"}   # we can open tunnel sockets through the public port
     headers.update(rules or {})
     if authorization:
         headers["Authorization"] = authorization
@@ -350,13 +353,14 @@ def _answer_error(remote, options, error):
     return error.status, False
 
 
-def serve_tunnel_socket(sock, options, local=None, capture=None):
+def serve_tunnel_socket(sock, options, local=None, capture=None, buf=b""):
     """Serve requests arriving on one tunnel socket until it closes. Returns how many arrived,
     answered or not: a socket that carried a request was in use, not refused by the server,
     even if the request was malformed or the socket died under it. `local` is where requests go:
     a Local of its own unless given one (bench/python_path.py gives one without a socket).
-    `capture` (the inspector's, unless it is off) sees each request and its response."""
-    remote, served = relay.Reader(sock), 0
+    `capture` (the inspector's, unless it is off) sees each request and its response. `buf`:
+    bytes already read from the socket (a request that came with the upgrade's answer)."""
+    remote, served = relay.Reader(sock, buf), 0
     local = Local(options) if local is None else local
     capture = options.capture if capture is None else capture
     try:
@@ -423,7 +427,13 @@ class Registration:
     socket open. (The server's own record of a tunnel is server/tunnel.py's Tunnel.)"""
 
     def __init__(self, info, options):
-        self.address = (info.get("ip") or options.server_host, info["port"])
+        # Through the public port when the server offers it (ours does), else the tunnel's port.
+        upgrade = info.get("socket_upgrade") if isinstance(info.get("socket_upgrade"), dict) else None
+        if options.use_tunnel_port and info.get("port"):
+            upgrade = None
+        self.upgrade = upgrade if upgrade and isinstance(upgrade.get("secret"), str) else None
+        port = options.server_port if self.upgrade else info["port"]
+        self.address = (info.get("ip") or options.server_host, port)
         self.options = options
         self.lost = Event()
         self.slots = [gevent.spawn(self._slot) for _ in range(info["max_conn_count"])]
@@ -434,19 +444,47 @@ class Registration:
         backoff = Backoff()
         while not self.lost.is_set():
             try:
-                sock = socket.create_connection(self.address, timeout=CONNECT_TIMEOUT)
+                sock, buf = self._open()
             except OSError as exc:
-                log.info("tunnel port %s:%d: %s", self.address[0], self.address[1], exc)
+                log.info("tunnel socket to %s:%d: %s", self.address[0], self.address[1], exc)
                 self.lost.set()
                 return
-            sock.settimeout(None)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # responses leave at once
             opened = time.monotonic()
-            if serve_tunnel_socket(sock, self.options) or time.monotonic() - opened > HEALTHY_SOCKET_AGE:
+            if serve_tunnel_socket(sock, self.options, buf=buf) or time.monotonic() - opened > HEALTHY_SOCKET_AGE:
                 backoff.reset()
             else:
                 gevent.sleep(backoff.next())
+
+    def _open(self):
+        """(A connected tunnel socket, bytes already read from it). Raises OSError."""
+        sock = socket.create_connection(self.address, timeout=CONNECT_TIMEOUT)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # responses leave at once
+            buf = b""
+            if self.upgrade:
+                sock, buf = self._upgrade(sock)
+            sock.settimeout(None)
+            return sock, buf
+        except BaseException:
+            sock.close()
+            raise
+
+    def _upgrade(self, sock):
+        """Turn a connection to the public port (in TLS for an https:// server, verified as the
+        API's is) into a tunnel socket: the HTTP/1.1 upgrade the server offered, 101 or OSError."""
+        options = self.options
+        if options.server_tls is not None:
+            sock = options.server_tls.wrap_socket(sock, server_hostname=options.server_host)
+        sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\n\r\n" % (
+            self.upgrade["path"], options.server_netloc, protocol.SOCKET_PROTOCOL, protocol.SOCKET_SECRET_HEADER,
+            self.upgrade["secret"])).encode("latin-1"))
+        reader = relay.Reader(sock)
+        head = reader.read_head(HEAD_LIMIT)
+        if head is None or not head.startswith(b"HTTP/1.1 101 "):
+            raise OSError("the server did not take the tunnel socket: %s" % (head or b"").split(b"\r\n", 1)[0]
+                          .decode("latin-1", "replace"))
+        return sock, reader.buf
 
     def close(self):
         self.lost.set()
@@ -552,7 +590,11 @@ class Options:
         self.port = _port(args["--port"])
         self.server, credentials = _server_url(args["--host"] or "https://localtunnel.me")
         self.authorization = _authorization(args["--auth-token"] or os.environ.get("LT_AUTH_TOKEN"), credentials)
-        self.server_host = urllib.parse.urlsplit(self.server).hostname
+        parts = urllib.parse.urlsplit(self.server)
+        self.server_host, self.server_netloc = parts.hostname, parts.netloc
+        self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
+        # Tunnel sockets through an https:// server's public port are verified like its API.
+        self.server_tls = ssl.create_default_context() if parts.scheme == "https" else None
         self.subdomain = args["--subdomain"]
         self.local_host = args["--local-host"] or "localhost"
         self.host_header = args["--local-host"].encode("idna") if args["--local-host"] else None
@@ -560,6 +602,7 @@ class Options:
         self.open = args["--open"]
         self.tls = _tls_context(args) if args["--local-https"] else None
         self.limits = local_limits(Deadlines(tick_for(RESPONSE_TIMEOUT)))
+        self.use_tunnel_port = args["--use-tunnel-port"]
         self.basic_auth = _basic_auth(args["--basic-auth"] or os.environ.get("LT_BASIC_AUTH"))
         self.allow_ip = _allow_ip(args["--allow-ip"])
         self.rules = {}

@@ -53,6 +53,9 @@ Options:
                                 separated, IPv4 and IPv6); a tunnel may narrow them, not widen.
   --visitor-basic-auth=USER:PASS  Every tunnel asks its visitors for this user and password,
                                 unless its client set its own (lt-client --basic-auth).
+  --tunnel-ports=ON|OFF         Open a port per tunnel for its client's sockets (default on).
+                                Off: only the public port is exposed; lt-client opens its
+                                sockets through it, and the npm client is refused with a message.
   --tls-cert=FILE               Speak HTTPS on the public port with this certificate (PEM, for
                                 DOMAIN and *.DOMAIN; the chain after it); the port defaults to
                                 443 and tunnel URLs say https://.

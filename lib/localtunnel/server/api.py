@@ -81,6 +81,7 @@ def _tunnel_answer(registry, settings, admission, public_port, requested):
     address = _client_address(settings)
     try:
         admission.check(address, request.headers.get("Authorization"), requested)
+        _check_socket_route(settings)
         visitor_gate = _gate(settings)
         tunnel = registry.create(requested, address)
     except HttpError as refusal:    # admission.Refusal, registry.RegistryFull, a rule we cannot read
@@ -95,11 +96,24 @@ def _tunnel_answer(registry, settings, admission, public_port, requested):
     # In a cluster, `ip` sends the client's tunnel sockets to this node, whichever node a
     # balancer in front of the cluster would pick (the npm client prefers it to the host name).
     extra = {"ip": registry.names.address} if registry.names.address else {}
+    if request.headers.get(protocol.SOCKET_UPGRADE_HEADER) == "1":
+        # Offered to a client that said it can (ours): the npm client's answer stays the Node
+        # server's, key for key, and the secret goes only where it is used.
+        extra["socket_upgrade"] = {"path": protocol.SOCKET_PATH + tunnel.id, "secret": tunnel.secret}
     if visitor_gate is not None:
         # Says what is enforced: our client refuses to run a tunnel whose rules a server ignored.
         extra["visitor_rules"] = {"basic_auth": visitor_gate.credentials is not None,
                                   "allow_ip": [[str(net) for net in nets] for nets in visitor_gate.networks]}
     return _json(protocol.tunnel_info(tunnel.id, tunnel.port, tunnel.max_sockets, url, **extra))
+
+
+def _check_socket_route(settings):
+    """With --tunnel-ports=off, only a client that opens its sockets through the public port
+    can use a tunnel: refuse the others now, saying what to use instead."""
+    if not settings.tunnel_ports and request.headers.get(protocol.SOCKET_UPGRADE_HEADER) != "1":
+        raise HttpError(400, "This server opens no tunnel ports (--tunnel-ports=off): tunnel sockets go "
+                             "through its public port, which this client cannot do. Use lt-client "
+                             "(pip install localtunnel-py), which can.")
 
 
 def _gate(settings):

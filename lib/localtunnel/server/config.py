@@ -52,6 +52,7 @@ class Settings:
     http_redirect_port: int = 0     # with TLS: a plain-HTTP port that redirects to HTTPS; 0: none
     http_api: bool = False          # ... and serves the API over plain HTTP there too
     certificates: object = None     # tls.Certificates, loaded from the three above
+    tunnel_ports: bool = True       # a port per tunnel; off: tunnel sockets only through the public port
 
 
 def _boolean(text):
@@ -150,6 +151,7 @@ FIELDS = {
     "node_address": (_text, "--node-address"),
     "node_port": (_port, "--node-port"),
     "lease": (_seconds, "--lease"),
+    "tunnel_ports": (_boolean, "--tunnel-ports"),
     "tls_cert": (_text, "--tls-cert"),
     "tls_key": (_text, "--tls-key"),
     "tls_dir": (_text, "--tls-dir"),

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 HOP_HEADER = b"X-Localtunnel-Hop"
 #: Headers a visitor may not bring to the origin: ours to set.
 _DROP = FORWARDED_HEADERS | {HOP_HEADER.lower()}
+_SOCKET_PATH = protocol.SOCKET_PATH.encode()
+_SOCKET_PROTOCOL = protocol.SOCKET_PROTOCOL.encode()
+_SECRET_HEADER = protocol.SOCKET_SECRET_HEADER.lower().encode()
 #: With a tunnel password, the visitor's Authorization was for us: it goes no further.
 _DROP_AUTHORIZATION = _DROP | {b"authorization"}
 
@@ -280,6 +283,8 @@ class Front:
             raise HttpError(400, "the request has no Host header")
         tunnel_id = protocol.tunnel_id_for_host(host, self.settings.domain)
         if tunnel_id is None:
+            if req.is_upgrade and req.target.startswith(_SOCKET_PATH) and may_hand_over:
+                return self._adopt_socket(visitor, req, ip)
             return self._serve_api(visitor, req, ip)
         tunnel = self.registry.get(tunnel_id)
         node = None
@@ -316,6 +321,28 @@ class Front:
         self.metrics.request(outcome.response.status, outcome.bytes_in, outcome.bytes_out, outcome.waited)
         log_access(ip, req, outcome.response.status, outcome.bytes_out, tunnel_id, outcome.waited, started)
         return keep
+
+    def _adopt_socket(self, visitor, req, ip):
+        """A tunnel socket through the public port (protocol.SOCKET_PATH): proven the client's
+        by the tunnel's secret, within its socket limit; then it serves the tunnel from this
+        greenlet for its whole life, exactly like one on the tunnel's own port."""
+        if (req.get(b"upgrade") or b"").lower() != _SOCKET_PROTOCOL:
+            raise HttpError(400, "a tunnel socket upgrades to %s" % protocol.SOCKET_PROTOCOL)
+        tunnel_id = req.target[len(_SOCKET_PATH):].decode("latin-1")
+        tunnel = self.registry.get(tunnel_id)
+        if tunnel is None:
+            raise HttpError(404, "There is no tunnel named %s on this server." % tunnel_id, "no-such-tunnel")
+        secret = req.get(_SECRET_HEADER)
+        if not tunnel.admits(secret.decode("latin-1") if secret is not None else None):
+            log.warning("tunnel %s: refusing a socket through the public port from %s: wrong secret", tunnel_id, ip)
+            raise HttpError(403, "That is not the secret of tunnel %s." % tunnel_id, "bad-socket-secret")
+        if not tunnel.has_room():
+            raise HttpError(429, "Tunnel %s already has its %d sockets." % (tunnel_id, tunnel.max_sockets), "socket-limit")
+        if visitor.buf:
+            raise HttpError(400, "bytes came after the upgrade request before its answer")
+        self._send(visitor.sock, protocol.SOCKET_UPGRADED)
+        tunnel.adopt(visitor.sock, (ip, 0))
+        return False
 
     def _redirect(self, visitor, req, ip):
         """Plain HTTP on --http-redirect-port: the API when --http-api allows it, else a 308 to

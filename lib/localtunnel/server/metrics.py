@@ -17,7 +17,8 @@ from .. import __version__
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 ERROR_KINDS = ("no-such-tunnel", "no-free-socket", "tunnel-closed", "bad-response", "response-timeout",
                "bad-request", "head-timeout", "busy", "node-unreachable", "registry-unreachable", "not-a-node",
-               "auth-required", "address-not-allowed", "https-only")
+               "auth-required", "address-not-allowed", "https-only",
+               "bad-socket-secret", "socket-limit")
 #: Upper bounds (seconds) of the socket-wait histogram's buckets.
 WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30)
 

@@ -4,8 +4,11 @@ Corresponds to lib/TunnelAgent.js in localtunnel/server. Differences that matter
 exactly `max_sockets` are accepted; idle sockets are watched so a stale one (bytes or EOF while
 nobody uses it) is dropped, never handed to a visitor; waiters get an answer, never a hang.
 """
+import hmac
 import logging
+import secrets
 import socket
+import ssl
 import time
 from collections import Counter, deque
 
@@ -51,11 +54,14 @@ class TunnelGone(Exception):
 class TunnelSocket:
     """A connection from the client, idle in the pool or checked out for one exchange."""
 
-    __slots__ = ("sock", "reader", "closed", "holder", "released", "_watch", "_probe")
+    __slots__ = ("sock", "reader", "closed", "holder", "released", "_watch", "_probe", "_tls")
 
     def __init__(self, sock):
         self.sock = sock
         self.reader = Reader(sock)
+        # Over TLS (a socket through the public port) decrypted bytes can wait inside the TLS
+        # object while the kernel holds none: those count as unread too.
+        self._tls = isinstance(sock, ssl.SSLSocket)
         self.closed = Event()
         self.holder = None      # the visitor address it is checked out to (None: idle or exempt)
         self.released = None    # when its last response ended (time.monotonic())
@@ -73,14 +79,16 @@ class TunnelSocket:
 
     def is_stale(self):
         """A last check at checkout, for bytes that arrived since the loop last polled."""
-        return self.closed.is_set() or bool(self.reader.buf) or self._probe.has_input()
+        return (self.closed.is_set() or bool(self.reader.buf) or self._probe.has_input()
+                or (self._tls and self.sock.pending() > 0))
 
     def has_unread(self):
         """Whether a socket that just carried a response holds a byte nobody asked for. Its last
         recv, microseconds ago with no other greenlet run since, emptied the kernel's buffer
         unless it came back full; only then is the kernel asked again."""
         return (self.closed.is_set() or bool(self.reader.buf)
-                or (not self.reader.drained and self._probe.has_input()))
+                or (not self.reader.drained and self._probe.has_input())
+                or (self._tls and self.sock.pending() > 0))
 
     def close(self):
         self.closed.set()
@@ -110,11 +118,15 @@ class Tunnel:
         self.gate = None            # who may visit (gate.Gate), checked before a socket is taken
         self._expiry = None
         self._removed = False
-        self._server = StreamServer((settings.address, 0), self._handle, spawn=Pool())
+        #: Proves a socket through the public port is this tunnel's client's (the creator-only
+        #: rule there, where the address cannot tell).
+        self.secret = secrets.token_urlsafe(32)
+        # With --tunnel-ports=off, sockets come only through the public port (adopt()).
+        self._server = StreamServer((settings.address, 0), self._handle, spawn=Pool()) if settings.tunnel_ports else None
 
     @property
     def port(self):
-        return self._server.server_port
+        return self._server.server_port if self._server is not None else 0
 
     @property
     def connected_sockets(self):
@@ -122,9 +134,10 @@ class Tunnel:
 
     def start(self):
         """Listen before the API answers, so the client's first connect never meets a refusal."""
-        self._server.start()
+        if self._server is not None:
+            self._server.start()
+            log.info("tunnel %s: listening on port %d for %s", self.id, self.port, self.client_addr)
         self._arm_expiry(self._settings.connect_grace)
-        log.info("tunnel %s: listening on port %d for %s", self.id, self.port, self.client_addr)
 
     def _arm_expiry(self, seconds):
         if self._expiry is not None:
@@ -138,8 +151,9 @@ class Tunnel:
             self._on_expire(self)
 
     def _handle(self, sock, addr):
-        """Owns one tunnel socket for its whole life: gevent closes it when this returns."""
-        if self._removed or len(self._sockets) >= self.max_sockets:
+        """Owns one tunnel socket from the tunnel's port for its whole life: gevent closes it
+        when this returns."""
+        if not self.has_room():
             log.debug("tunnel %s: refusing socket from %s (limit %d)", self.id, addr, self.max_sockets)
             return
         if (self._settings.check_client_address and self.client_addr
@@ -148,6 +162,18 @@ class Tunnel:
             log.warning("tunnel %s: refusing socket from %s: the tunnel belongs to %s",
                         self.id, addr[0], self.client_addr)
             return
+        self.adopt(sock, addr)
+
+    def has_room(self):
+        return not self._removed and len(self._sockets) < self.max_sockets
+
+    def admits(self, secret):
+        """Whether `secret` (from a socket through the public port) is this tunnel's."""
+        return secret is not None and hmac.compare_digest(secret.encode("latin-1"), self.secret.encode("ascii"))
+
+    def adopt(self, sock, addr):
+        """Serve `sock` as one of this tunnel's sockets until it closes; the caller has checked
+        that it is the client's and that there is room. Blocks for the socket's whole life."""
         _tune(sock)
         ts = TunnelSocket(sock)
         self._sockets.add(ts)
@@ -312,7 +338,8 @@ class Tunnel:
             self._expiry.kill(block=False)
         while self._waiters:
             self._waiters.popleft()[0].set(_GONE)
-        self._server.close()
+        if self._server is not None:
+            self._server.close()
         for ts in list(self._sockets):
             ts.closed.set()
         log.info("tunnel %s: removed", self.id)

@@ -23,6 +23,17 @@ INVALID_NAME_BODY = '{"message":"%s"}' % INVALID_NAME_MESSAGE
 JSON_TYPE = "application/json; charset=utf-8"
 DEFAULT_MAX_SOCKETS = 10
 
+# Tunnel sockets through the public port (our extension; the Node server has none): our client
+# says it can with SOCKET_UPGRADE_HEADER on the creation request, the answer's "socket_upgrade"
+# gives the path and the tunnel's secret, and each socket is an HTTP/1.1 upgrade to
+# SOCKET_PROTOCOL on that path, the secret in SOCKET_SECRET_HEADER, answered 101.
+SOCKET_UPGRADE_HEADER = "X-Localtunnel-Socket-Upgrade"
+SOCKET_PATH = "/_lt/socket/"
+SOCKET_PROTOCOL = "localtunnel-socket"
+SOCKET_SECRET_HEADER = "X-Localtunnel-Socket-Secret"
+SOCKET_UPGRADED = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: localtunnel-socket\r\n"
+                   b"Connection: Upgrade\r\n\r\n")
+
 # Second-level public suffixes common enough to matter for "x.example.co.uk" routing. The
 # reference uses the full public suffix list; without a domain configured this is a fallback.
 _TWO_LABEL_SUFFIXES = frozenset((
