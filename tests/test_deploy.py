@@ -121,7 +121,7 @@ def test_nginx_front_carries_websockets_through_a_tunnel(server, origin, procs, 
 
 @pytest.mark.skipif(not shutil.which("caddy"), reason="caddy is not installed (make test-setup installs it)")
 def test_caddyfile_validates(tmp_path, cert):
-    env = dict(os.environ, LT_TLS_CERT=cert[0], LT_TLS_KEY=cert[1], HOME=str(tmp_path),
+    env = dict(os.environ, CADDY_TLS_CERT=cert[0], CADDY_TLS_KEY=cert[1], HOME=str(tmp_path),
                XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"))
     result = subprocess.run(["caddy", "validate", "--adapter", "caddyfile", "--config",
                              os.path.join(DEPLOY, "caddy", "Caddyfile")], capture_output=True, text=True,

@@ -4,6 +4,7 @@ through the nginx front in deploy/; --tunnel-ports=off opens no tunnel port at a
 npm client to use lt-client; and every limit of a tunnel port holds here too."""
 import json
 import os
+import shutil
 import socket
 import sys
 
@@ -126,3 +127,29 @@ def test_bytes_before_the_answer_are_refused(server):
     assert helpers.status_of(head) == 400       # refused before any 101: never a tunnel socket
     sock.close()
     assert helpers.sockets_of(server, info["id"]) == 0
+
+
+@pytest.mark.skipif(not shutil.which("caddy"), reason="caddy is not installed (make test-setup installs it)")
+@pytest.mark.deadline(60)
+def test_through_the_caddy_front_in_deploy(make_server, procs, origin, tmp_path):
+    """deploy/caddy/Caddyfile run for real, but for its names and ports: our client's sockets
+    and a visitor both go through Caddy's TLS."""
+    ca = CertAuthority(str(tmp_path))
+    cert, key = ca.leaf("caddy", "localhost", "calm-otter.localhost")
+    server = make_server(tunnel_ports=False, secure=True)
+    port = helpers.free_port()
+    with open(os.path.join(helpers.ROOT, "deploy", "caddy", "Caddyfile")) as shipped:
+        config = shipped.read()
+    config = config.replace("example.com, *.example.com {", "localhost:%d, calm-otter.localhost:%d {" % (port, port))
+    config = config.replace("reverse_proxy 127.0.0.1:8080", "reverse_proxy 127.0.0.1:%d" % server.port)
+    # Only for the test: no admin endpoint, no redirect listener on port 80.
+    (tmp_path / "Caddyfile").write_text("{\n\tadmin off\n\tauto_https disable_redirects\n}\n" + config)
+    procs(["caddy", "run", "--adapter", "caddyfile", "--config", str(tmp_path / "Caddyfile")],
+          env={"CADDY_TLS_CERT": cert, "CADDY_TLS_KEY": key, "HOME": str(tmp_path),
+               "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "config")})
+    helpers.wait_listening(port)
+    our_client(procs, "https://localhost:%d" % port, origin, {"SSL_CERT_FILE": ca.path}, "-s", "calm-otter")
+    helpers.wait_until(lambda: helpers.sockets_of(server, "calm-otter") == 10, 10, "ten sockets through Caddy")
+    from test_tls import get, https
+    status, body, _ = get(https(port, "calm-otter.localhost", ca.path), "/hello")
+    assert (status, body) == (200, b"hello")

@@ -174,11 +174,16 @@ def test_sighup_reads_the_certificates_again_and_drops_nobody(procs, ca, tmp_pat
     server.wait_for("listening on", 15)
     kept = https(port, "localhost", ca.path)
     assert get(kept, "/api/status")[0] == 200
+    info = json.loads(get(kept, "/calm-otter")[1])     # a tunnel, which must outlive the reload
+    client = helpers.FakeClient(info, 2)
     before = _served_certificate(port, ca)
     install(ca.leaf("second", *SITE_NAMES))
     server.signal(signal.SIGHUP)
     helpers.wait_until(lambda: _served_certificate(port, ca) != before, 10, "the new certificate to be served")
     assert get(kept, "/api/status")[0] == 200       # the connection from before goes on
+    status, body, _ = get(https(port, "calm-otter.localhost", ca.path), "/after-reload")
+    assert (status, body) == (200, b"GET /after-reload HTTP/1.1")     # and so does the tunnel
+    client.close()
     shutil.copy(ca.leaf("third", "localhost")[1], directory / "site.key")      # a key of another certificate
     server.signal(signal.SIGHUP)
     server.wait_for("not reloaded, still serving the previous certificates", 10)
@@ -199,3 +204,12 @@ def test_a_key_that_is_not_the_certificates_own_is_one_line_at_start(procs, ca):
     assert proc.wait(15) == 2
     assert proc.output.strip().startswith("lt-server: TLS: %s with key %s:" % (cert, other_key))
     assert len(proc.output.strip().splitlines()) == 1
+
+
+def test_a_missing_key_is_one_line_at_start(procs, ca, tmp_path):
+    cert, _ = ca.leaf("lonely", "localhost")
+    missing = str(tmp_path / "no-such.key")
+    proc = procs([sys.executable, os.path.join(helpers.ROOT, "lt_server.py"), "--port", str(helpers.free_port()),
+                  "--tls-cert", cert, "--tls-key", missing])
+    assert proc.wait(15) == 2
+    assert proc.output.strip() == "lt-server: TLS: %s: no such file" % missing
