@@ -6,10 +6,7 @@ own connection. Errors become a response in one place, `_handle`.
 """
 import logging
 import socket
-import ssl
 import time
-
-from gevent.pool import Pool
 
 from ..transfer import relay
 from ..transfer.forward import Limits
@@ -26,12 +23,10 @@ from ..wire.http11 import (
     request_host,
     skip_blank_lines,
 )
-from ..wire.proxy_line import BadProxyLine, may_be_proxy_line, split_proxy_line
-from . import wsgi
+from . import arrival, socket_route, wsgi
 from .access_log import log_access
-from .descriptors import Acceptor
 from .dispatch import send_through_tunnel
-from .listeners import BindError, bind_advice, internal_listener, shared_listener
+from .listeners import Ports
 from .peers import Peers
 
 log = logging.getLogger(__name__)
@@ -40,9 +35,6 @@ log = logging.getLogger(__name__)
 HOP_HEADER = b"X-Localtunnel-Hop"
 #: Headers a visitor may not bring to the origin: ours to set.
 _DROP = FORWARDED_HEADERS | {HOP_HEADER.lower()}
-_SOCKET_PATH = protocol.SOCKET_PATH.encode()
-_SOCKET_PROTOCOL = protocol.SOCKET_PROTOCOL.encode()
-_SECRET_HEADER = protocol.SOCKET_SECRET_HEADER.lower().encode()
 #: With a tunnel password, the visitor's Authorization was for us: it goes no further.
 _DROP_AUTHORIZATION = _DROP | {b"authorization"}
 
@@ -80,24 +72,17 @@ class Front:
         # In a cluster, a visitor of a tunnel another node holds is passed on to that node.
         self.peers = Peers(registry.names, settings, self.limits) if settings.redis_url else None
         self._open = 0      # visitor connections being served
-        # An unbounded Pool, so stop() can end every visitor's greenlet. Not a bounded one: a full
-        # pool stops accepting, and visitors would wait in the kernel's backlog with no answer.
-        # Past --max-visitors each one gets a 503 at once instead (_handle).
-        self._server = Acceptor((settings.address, settings.port), self._handle, spawn=Pool())
-        # In a cluster, other nodes pass visitors on to a port of this process's own: the public
-        # one may be shared by several processes (gunicorn -w N, SO_REUSEPORT).
-        self._internal = None   # opened in start(), where a bind error becomes advice
-        self._redirector = None  # --http-redirect-port, likewise
+        self._ports = Ports(settings, self.peers is not None, self._handle, self._handle_node, self._handle_redirect)
         self._scheme = b"https" if settings.certificates is not None else b"http"
 
     @property
     def port(self):
-        return self._server.server_port
+        return self._ports.port
 
     @property
     def internal_port(self):
         """Where other nodes pass visitors on to: a port of this process alone."""
-        return self._internal.server_port if self._internal else self.port
+        return self._ports.internal_port
 
     @property
     def visitors(self):
@@ -105,37 +90,12 @@ class Front:
         return self._open
 
     def start(self):
-        try:
-            if self.peers is not None:
-                self._server = Acceptor(shared_listener(self.settings), self._handle, spawn=Pool())
-            self._server.start()
-        except OSError as exc:
-            raise BindError(bind_advice(self.settings, exc)) from None
-        if self.peers is not None:
-            try:
-                self._internal = Acceptor(internal_listener(self.settings), self._handle_node, spawn=Pool())
-            except OSError as exc:
-                self._server.stop()
-                raise BindError("cannot open the internal port for other nodes on %s: %s; choose another "
-                                "--node-port (or LT_NODE_PORT)" % (self.settings.address, exc.strerror or exc)) from None
-            self._internal.start()
-        if self.settings.http_redirect_port:
-            try:
-                self._redirector = Acceptor((self.settings.address, self.settings.http_redirect_port),
-                                            self._handle_redirect, spawn=Pool())
-                self._redirector.start()
-            except OSError as exc:
-                self.stop()
-                raise BindError(bind_advice(self.settings, exc, self.settings.http_redirect_port,
-                                            "--http-redirect-port (or LT_HTTP_REDIRECT_PORT)")) from None
+        self._ports.start()
         log.info("front: serving tunnels and the API on %s:%d%s", self.settings.address, self.port,
                  " over TLS" if self.settings.certificates is not None else "")
 
     def stop(self, timeout=1):
-        self._server.stop(timeout=timeout)
-        for extra in (self._internal, self._redirector):
-            if extra is not None:
-                extra.stop(timeout=timeout)
+        self._ports.stop(timeout)
 
     def _handle(self, sock, addr):
         """One visitor connection on the public port (in TLS when the server has certificates)."""
@@ -143,25 +103,12 @@ class Front:
         if certificates is None:
             self._visit(sock, addr, from_node=False)
             return
-        tls = self._handshake(certificates, sock, addr)
+        tls = arrival.handshake(certificates, sock, addr, self.deadlines, self.settings.head_timeout)
         if tls is not None:
             try:
                 self._visit(tls, addr, from_node=False)
             finally:
                 tls.close()
-
-    def _handshake(self, certificates, sock, addr):
-        """The visitor's TLS socket once its handshake is done within --head-timeout, else None
-        (a silent or broken client holds nothing longer than a slow head would)."""
-        try:
-            tls = certificates.wrap(sock)
-            with self.deadlines.bound(self.settings.head_timeout, _HeadTimeout):
-                tls.do_handshake()
-            return tls
-        except (_HeadTimeout, ssl.SSLError, OSError) as exc:
-            log.debug("front: TLS handshake with %s failed: %s", addr[0], exc)
-            sock.close()
-            return None
 
     def _handle_redirect(self, sock, addr):
         """One connection on --http-redirect-port: plain HTTP, answered with the HTTPS address."""
@@ -185,7 +132,8 @@ class Front:
         self.metrics.visitors.inc()
         try:
             if from_node or ip in self.settings.trusted_proxies:
-                ip = self._introduced(visitor, ip, from_node)
+                ip = arrival.introduced(visitor, ip, self.deadlines, self.settings.head_timeout,
+                                        self.peers.is_node if from_node else None)
             while True:
                 req = self._next_request(visitor, wait)
                 if req is None:
@@ -213,32 +161,6 @@ class Front:
         finally:
             self._open -= 1
             self.metrics.visitors.dec()
-
-    def _introduced(self, conn, ip, from_node):
-        """Who is on a connection: the visitor named by the PROXY line it begins with, or without
-        one the connecting address itself. Called only for connections whose sender may say so:
-        on the internal port, a live node handing a visitor over (anyone else's PROXY line is a
-        403, as it could name any address and so pass a tunnel's limits); on the public port, a
-        --trusted-proxies address, such as an L4 balancer with `send-proxy`."""
-        try:
-            with self.deadlines.bound(self.settings.head_timeout, _IdleTimeout):
-                split = None
-                while split is None:
-                    data = conn.sock.recv(relay.BUFSIZE)
-                    if not data:
-                        raise relay.Closed()
-                    conn.buf += data
-                    if not may_be_proxy_line(conn.buf):
-                        return ip
-                    split = split_proxy_line(conn.buf)
-        except _IdleTimeout:
-            raise relay.Closed() from None     # silence before a first request: closed quietly, as ever
-        except BadProxyLine as exc:
-            raise HttpError(400, str(exc)) from None
-        if from_node and not self.peers.is_node(ip):
-            raise HttpError(403, "only another node of this cluster may hand a connection over", "not-a-node")
-        source, conn.buf = split
-        return protocol.normal_address(source) if source else ip
 
     def _refuse_busy(self, sock):
         # Read what the visitor sent first (briefly): closing a socket with unread bytes makes
@@ -283,8 +205,9 @@ class Front:
             raise HttpError(400, "the request has no Host header")
         tunnel_id = protocol.tunnel_id_for_host(host, self.settings.domain)
         if tunnel_id is None:
-            if req.is_upgrade and req.target.startswith(_SOCKET_PATH) and may_hand_over:
-                return self._adopt_socket(visitor, req, ip)
+            if req.is_upgrade and req.target.startswith(socket_route.PATH) and may_hand_over:
+                socket_route.adopt(self.registry, visitor, req, ip, self._send)
+                return False
             return self._serve_api(visitor, req, ip)
         tunnel = self.registry.get(tunnel_id)
         node = None
@@ -321,28 +244,6 @@ class Front:
         self.metrics.request(outcome.response.status, outcome.bytes_in, outcome.bytes_out, outcome.waited)
         log_access(ip, req, outcome.response.status, outcome.bytes_out, tunnel_id, outcome.waited, started)
         return keep
-
-    def _adopt_socket(self, visitor, req, ip):
-        """A tunnel socket through the public port (protocol.SOCKET_PATH): proven the client's
-        by the tunnel's secret, within its socket limit; then it serves the tunnel from this
-        greenlet for its whole life, exactly like one on the tunnel's own port."""
-        if (req.get(b"upgrade") or b"").lower() != _SOCKET_PROTOCOL:
-            raise HttpError(400, "a tunnel socket upgrades to %s" % protocol.SOCKET_PROTOCOL)
-        tunnel_id = req.target[len(_SOCKET_PATH):].decode("latin-1")
-        tunnel = self.registry.get(tunnel_id)
-        if tunnel is None:
-            raise HttpError(404, "There is no tunnel named %s on this server." % tunnel_id, "no-such-tunnel")
-        secret = req.get(_SECRET_HEADER)
-        if not tunnel.admits(secret.decode("latin-1") if secret is not None else None):
-            log.warning("tunnel %s: refusing a socket through the public port from %s: wrong secret", tunnel_id, ip)
-            raise HttpError(403, "That is not the secret of tunnel %s." % tunnel_id, "bad-socket-secret")
-        if not tunnel.has_room():
-            raise HttpError(429, "Tunnel %s already has its %d sockets." % (tunnel_id, tunnel.max_sockets), "socket-limit")
-        if visitor.buf:
-            raise HttpError(400, "bytes came after the upgrade request before its answer")
-        self._send(visitor.sock, protocol.SOCKET_UPGRADED)
-        tunnel.adopt(visitor.sock, (ip, 0))
-        return False
 
     def _redirect(self, visitor, req, ip):
         """Plain HTTP on --http-redirect-port: the API when --http-api allows it, else a 308 to

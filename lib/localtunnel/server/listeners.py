@@ -1,8 +1,13 @@
-"""The public port's listening socket: opened alone, or shared by the processes of one cluster
-(SO_REUSEPORT), and the one-line advice when it cannot be opened.
+"""The ports a front listens on: the public one (alone, or shared by the processes of one cluster
+with SO_REUSEPORT), in a cluster an internal one of this process's own, and with TLS a plain-HTTP
+redirect port; and the one-line advice when one cannot be opened.
 """
 import errno
 import socket
+
+from gevent.pool import Pool
+
+from .descriptors import Acceptor
 
 #: Ports --node-port may take, from it on: one per gunicorn worker on the machine.
 NODE_PORTS = 64
@@ -67,3 +72,59 @@ def _listening(address):
         sock.close()
         raise
     return sock
+
+
+class Ports:
+    """The front's listeners, each serving its connections with the handler given for it."""
+
+    def __init__(self, settings, clustered, public, internal, redirect):
+        self.settings, self.clustered = settings, clustered
+        self._handlers = (public, internal, redirect)
+        # An unbounded Pool, so stop() can end every visitor's greenlet. Not a bounded one: a full
+        # pool stops accepting, and visitors would wait in the kernel's backlog with no answer.
+        # Past --max-visitors each one gets a 503 at once instead (front.py).
+        self.public = Acceptor((settings.address, settings.port), public, spawn=Pool())
+        self.internal = self.redirect = None    # opened in start(), where a bind error becomes advice
+
+    @property
+    def port(self):
+        return self.public.server_port
+
+    @property
+    def internal_port(self):
+        return self.internal.server_port if self.internal else self.port
+
+    def start(self):
+        """Listen on every port, or raise BindError (having closed what was open)."""
+        settings = self.settings
+        try:
+            if self.clustered:
+                self.public = Acceptor(shared_listener(settings), self._handlers[0], spawn=Pool())
+            self.public.start()
+        except OSError as exc:
+            raise BindError(bind_advice(settings, exc)) from None
+        if self.clustered:
+            # Other nodes hand visitors over to a port of this process's own: the public one
+            # may be shared by several processes (gunicorn -w N).
+            try:
+                self.internal = Acceptor(internal_listener(settings), self._handlers[1], spawn=Pool())
+            except OSError as exc:
+                self.stop()
+                raise BindError("cannot open the internal port for other nodes on %s: %s; choose another "
+                                "--node-port (or LT_NODE_PORT)" % (settings.address, exc.strerror or exc)) from None
+            self.internal.start()
+        if settings.http_redirect_port:
+            try:
+                self.redirect = Acceptor((settings.address, settings.http_redirect_port), self._handlers[2],
+                                         spawn=Pool())
+                self.redirect.start()
+            except OSError as exc:
+                self.redirect = None
+                self.stop()
+                raise BindError(bind_advice(settings, exc, settings.http_redirect_port,
+                                            "--http-redirect-port (or LT_HTTP_REDIRECT_PORT)")) from None
+
+    def stop(self, timeout=1):
+        for server in (self.public, self.internal, self.redirect):
+            if server is not None:
+                server.stop(timeout=timeout)
