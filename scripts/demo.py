@@ -64,7 +64,9 @@ def main():
                                    "--print-requests"], **line_mode)
         children.append(client)
         url = wait_for_line(client, "your url is:", 15).split("your url is:")[1].strip()
-        print("\ndemo: open %s in a browser (or: curl %s). Ctrl-C stops the demo.\n" % (url, url), flush=True)
+        inspector = wait_for_line(client, "inspector:", 5).split("inspector:")[1].strip()
+        print("\ndemo: open %s in a browser (or: curl %s), and watch each request at %s.\n"
+              "Ctrl-C stops the demo.\n" % (url, url, inspector), flush=True)
         for line in client.stdout:
             sys.stdout.write("  | " + line)
     except KeyboardInterrupt:
