@@ -341,7 +341,7 @@ def _forward(remote, conn, req, head, framer, options, exchange):
     if exchange is None:
         return forward(remote, conn, req, head, framer, options.limits)
     local_sock = conn.sock
-    conn.sock = relay.Tee(local_sock, exchange.take_request)
+    conn.sock = relay.Tee(local_sock, exchange.take_request, exchange.request_full, exchange.skip_request)
     try:
         return forward(remote, conn, req, head, framer, options.limits)
     finally:
@@ -398,7 +398,7 @@ def _inspected(remote, local, req, head, framer, options, capture):
     """ask_local_service(), with the request and its response handed to the inspector."""
     exchange, status = capture.begin(req), None
     tunnel_sock = remote.sock
-    remote.sock = relay.Tee(tunnel_sock, exchange.take_response)
+    remote.sock = relay.Tee(tunnel_sock, exchange.take_response, exchange.response_full, exchange.skip_response)
     try:
         status, in_sync = ask_local_service(remote, local, req, head, framer, options, exchange)
     finally:

@@ -105,3 +105,25 @@ def test_a_spliced_body_to_a_reader_that_stopped_is_bounded():
     feed.kill()
     for sock in (sender, src_sock, dst_sock, receiver):
         sock.close()
+
+
+def test_a_tee_sees_the_body_until_it_is_full_then_the_rest_is_spliced_and_counted():
+    """The inspector's Tee: the first bytes go through it (it keeps them), and once it wants
+    no more the kernel splices the rest, which it is told the size of. Every byte arrives."""
+    body = os.urandom(4 * relay.SPLICE_AT_LEAST)
+    sender, src_sock = _tcp_pair()
+    dst_sock, receiver = _tcp_pair()
+    got, seen, skipped = [], [], []
+    drain = gevent.spawn(_drain, receiver, got)
+    feed = gevent.spawn(sender.sendall, body)
+    tee = relay.Tee(dst_sock, seen.append, lambda: sum(map(len, seen)) >= relay.SPLICE_AT_LEAST, skipped.append)
+    complete, sent = relay.copy_body(relay.Reader(src_sock), Fixed(len(body)), tee)
+    feed.join()
+    dst_sock.close()
+    drain.join(timeout=5)
+    assert complete and sent == len(body) and b"".join(got) == body
+    taken = sum(map(len, seen))
+    assert relay.SPLICE_AT_LEAST <= taken < len(body) and taken + sum(skipped) == len(body)
+    assert b"".join(bytes(piece) for piece in seen) == body[:taken]
+    for sock in (sender, src_sock, receiver):
+        sock.close()

@@ -60,6 +60,20 @@ class Exchange:
         if self._response_kept < self._room and not (self.upgraded and self.response):
             self._response_kept += _keep(self.response, data, self._room - self._response_kept)
 
+    def request_full(self):
+        return self._request_kept >= self._room
+
+    def response_full(self):
+        return self._response_kept >= self._room
+
+    def skip_request(self, count):
+        """Bytes that went to the service without passing through take_request (spliced once
+        the capture was full): counted, not kept."""
+        self.request_size += count
+
+    def skip_response(self, count):
+        self.response_size += count
+
     @property
     def kept(self):
         return self._request_kept + self._response_kept

@@ -91,13 +91,14 @@ def send_all(sock, data, bound=None):
 
 class Tee:
     """A socket whose sent bytes are also handed to `take` (the client's request inspector wraps
-    the connections of one exchange in these). Everything else is the socket's own; being no
-    plain socket, it also keeps the kernel from splicing bodies past `take`."""
+    the connections of one exchange in these). Everything else is the socket's own. While
+    `full()` is false the kernel does not splice bodies past `take`; once it is true (the
+    watcher keeps no more), copy_body splices again and reports the bytes to `skipped(n)`."""
 
-    __slots__ = ("sock", "take")
+    __slots__ = ("sock", "take", "full", "skipped")
 
-    def __init__(self, sock, take):
-        self.sock, self.take = sock, take
+    def __init__(self, sock, take, full=None, skipped=None):
+        self.sock, self.take, self.full, self.skipped = sock, take, full, skipped
 
     def sendall(self, data):
         send_all(self, data)
@@ -239,11 +240,14 @@ def copy_body(src, framer, dst, prefix=b"", bound=None):
     other side (and a shared tunnel socket) for ever."""
     out, sent, moved = prefix, len(prefix), 0
     while not framer.done:
-        if not src.buf and _can_splice(framer, src.sock, dst):
+        target = None if src.buf else _splice_target(dst)
+        if target is not None and _can_splice(framer, src.sock, target):
             if out:
                 send_all(dst, out, bound)
                 out = b""
-            spliced = _splice_body(src, framer, dst, bound)
+            spliced = _splice_body(src, framer, target, bound)
+            if target is not dst:
+                dst.skipped(spliced)
             sent += spliced
             if not framer.done:     # src closed before the body's end
                 return False, sent
@@ -277,6 +281,13 @@ def copy_body(src, framer, dst, prefix=b"", bound=None):
     if out:
         send_all(dst, out, bound)
     return True, sent
+
+
+def _splice_target(dst):
+    """The socket a body may be spliced into: `dst`, or under a Tee that wants no more bytes."""
+    if type(dst) is Tee:
+        return dst.sock if dst.full is not None and dst.full() else None
+    return dst
 
 
 def _can_splice(framer, src, dst):
