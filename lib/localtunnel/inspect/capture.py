@@ -42,9 +42,14 @@ class Exchange:
         self._room = room
 
     def take_request(self, data):
-        self.request_size += len(data)
-        if not self.upgraded and self._request_kept < self._room:
-            self._request_kept += _keep(self.request, data, self._room - self._request_kept)
+        size = len(data)
+        self.request_size += size
+        kept = self._request_kept
+        if kept + size <= self._room and type(data) is bytes and not self.upgraded:
+            self.request.append(data)   # the common case, by reference: called for every send
+            self._request_kept = kept + size
+        elif kept < self._room and not self.upgraded:
+            self._request_kept += _keep(self.request, data, self._room - kept)
 
     def restart_request(self):
         """The request goes again on a fresh connection (the reused one had closed): keep it once."""
@@ -56,9 +61,16 @@ class Exchange:
             self.upgraded = data[:5] == b"HTTP/" and data[9:12] == b"101"
             if self.upgraded:
                 self.status = 101   # shown now: the exchange lasts as long as the WebSocket
-        self.response_size += len(data)
-        if self._response_kept < self._room and not (self.upgraded and self.response):
-            self._response_kept += _keep(self.response, data, self._room - self._response_kept)
+        size = len(data)
+        self.response_size += size
+        kept = self._response_kept
+        if self.upgraded and self.response:
+            return      # the handshake is kept; what follows is the WebSocket's, not ours
+        if kept + size <= self._room and type(data) is bytes:
+            self.response.append(data)
+            self._response_kept = kept + size
+        elif kept < self._room:
+            self._response_kept += _keep(self.response, data, self._room - kept)
 
     def request_full(self):
         return self._request_kept >= self._room
@@ -108,20 +120,23 @@ class Capture:
         exchange = Exchange(self._next, req, self.body_limit + HEAD_ROOM, replay_of)
         self._next += 1
         self._entries[exchange.id] = exchange
-        while len(self._entries) > self.limit:
+        if len(self._entries) > self.limit:
             _, oldest = self._entries.popitem(last=False)
             if oldest.finished is not None:
                 self._kept -= oldest.kept
-        self._tell(exchange)
+        if self._listeners:
+            self._tell(exchange)
         return exchange
 
     def finish(self, exchange, status):
         exchange.status = status
         exchange.finished = time.monotonic()
         if self._entries.get(exchange.id) is exchange:
-            self._kept += exchange.kept
-            self._within_budget()
-        self._tell(exchange)
+            self._kept += exchange._request_kept + exchange._response_kept
+            if self._kept > self.budget:
+                self._within_budget()
+        if self._listeners:
+            self._tell(exchange)
 
     def _within_budget(self):
         for exchange in self._entries.values():

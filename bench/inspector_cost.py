@@ -1,0 +1,65 @@
+"""What the client's request inspector costs end to end (issue 15): keep-alive requests/s through
+our client with the inspector on (its default) as a share of the same with `--inspect=off`, in
+more alternating rounds than `make bench` runs, since one round swings by a fifth on this machine.
+
+One server, one nginx origin, the two clients side by side. Usage:
+.venv/bin/python bench/inspector_cost.py [--seconds 8] [--rounds 6]
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import scenarios  # noqa: E402
+import tools  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=6)
+    args = parser.parse_args(argv)
+    tools.ensure_tools()
+    os.makedirs(tools.OUT, exist_ok=True)
+    tools.raise_fd_limit()
+    procs = []
+    try:
+        origin, origin_port = tools.start_nginx(tools.prepare_site())
+        server, port = scenarios.start_server("inspector-server")
+        procs += [origin, server]
+        names = {}
+        for kind in ("python", "inspected"):
+            name = "bench-cost-" + kind
+            client = tools.Proc(name, scenarios.client_argv(kind, port, origin_port, name))
+            procs.append(client)
+            client.wait_for(r"your url is")
+            scenarios.wait_sockets(port, name)
+            names[kind] = (name, client)
+        shares = []
+        for number in range(1, args.rounds + 1):
+            order = ("python", "inspected") if number % 2 else ("inspected", "python")
+            rates = {}
+            for kind in order:
+                name, client = names[kind]
+                run = tools.run_wrk_cpu("http://127.0.0.1:%d/1k" % port, name + ".localhost", args.seconds, 50,
+                                        {"server": server.pid, "client": client.pid})
+                rates[kind] = run["rps"]
+                print("round %d, %-9s %7.0f req/s, p99 %5.2f ms; CPU us/request: %s" % (
+                    number, "on" if kind == "inspected" else "off", run["rps"], run["p99"],
+                    ", ".join("%s %.1f" % (who, sum(pair)) for who, pair in run["cpu"].items())), flush=True)
+            shares.append(rates["inspected"] / rates["python"])
+        print("inspector on / off, by round: %s; median %.3f, mean %.3f" % (
+            ", ".join("%.3f" % share for share in shares), statistics.median(shares), statistics.mean(shares)))
+    finally:
+        tools.stop_all(procs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
