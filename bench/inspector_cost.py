@@ -9,7 +9,6 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import argparse  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -21,13 +20,7 @@ import tools  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=6)
-    args = parser.parse_args(argv)
-    tools.ensure_tools()
-    os.makedirs(tools.OUT, exist_ok=True)
-    tools.raise_fd_limit()
+    args = tools.prepare_run(__doc__, argv, seconds=8, rounds=6)
     procs = []
     try:
         origin, origin_port = tools.start_nginx(tools.prepare_site())

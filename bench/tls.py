@@ -9,7 +9,6 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import argparse  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -103,13 +102,7 @@ def wait_sockets(port, name, cert=None, count=10):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args(argv)
-    tools.ensure_tools()
-    os.makedirs(tools.OUT, exist_ok=True)
-    tools.raise_fd_limit()
+    args = tools.prepare_run(__doc__, argv, seconds=5, rounds=2)
     cert, key = certificate()
     procs = []
     try:

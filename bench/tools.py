@@ -35,6 +35,21 @@ def ensure_tools():
                        cwd=os.path.join(ROOT, "tests", "node"), check=True)
 
 
+def prepare_run(doc, argv, seconds, rounds):
+    """The usual command line of a side benchmark (--seconds, --rounds) parsed, its tools
+    installed when missing, bench/out made and the open-file limit raised: the parsed args."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=seconds)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    args = parser.parse_args(argv)
+    ensure_tools()
+    os.makedirs(OUT, exist_ok=True)
+    raise_fd_limit()
+    return args
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
