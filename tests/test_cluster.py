@@ -4,6 +4,7 @@ settings, a registry that goes away and comes back, and visitors at a node that 
 their tunnel, passed on to the one that does."""
 import hashlib
 import os
+import random
 import signal
 import socket
 import sys
@@ -389,15 +390,19 @@ def test_a_node_port_range_all_taken_is_a_one_line_error(cluster):
 
 
 def _hold_ports(count):
-    """`count` consecutive loopback ports, bound: a range another program may hold part of is
-    given up and another tried."""
-    for _ in range(20):
-        base, held = helpers.free_port(), []
+    """`count` consecutive loopback ports, listening (so nothing else can listen there), below
+    the ephemeral range: the suite's connections leave ports there in TIME_WAIT. A range another
+    program holds part of is given up and another tried."""
+    rng = random.Random()
+    for _ in range(50):
+        base, held = rng.randrange(20000, 30000 - count), []
         for port in range(base, base + count):
             sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # as the server binds
             try:
                 sock.bind(("127.0.0.1", port))
-            except (OSError, OverflowError):     # taken, or past port 65535
+                sock.listen()
+            except OSError:
                 sock.close()
                 break
             held.append(sock)
