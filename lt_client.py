@@ -553,9 +553,14 @@ def start_inspector(options):
         return ("the inspector cannot listen on %s: %s; the tunnel works without it "
                 "(--inspect=off says so, --inspect=HOST:PORT picks another)" % (where, error.strerror or error))
     options.capture = Capture(options.inspect_limit, options.inspect_body_limit)
-    app = inspector.create_app(options.capture, lambda request, number: replay_captured(options, request, number))
-    inspector.serve(app, listener)
     bound = listener.getsockname()
+    hosts = None
+    if _is_loopback(bound[0]):
+        hosts = ["%s:%d" % (name, bound[1]) for name in ("localhost", "127.0.0.1", "[::1]")]
+        hosts.append("%s:%d" % ("[%s]" % bound[0] if ":" in bound[0] else bound[0], bound[1]))
+    app = inspector.create_app(options.capture, lambda request, number: replay_captured(options, request, number),
+                               hosts)
+    inspector.serve(app, listener)
     options.inspector_url = "http://%s:%d" % ("[%s]" % bound[0] if ":" in bound[0] else bound[0], bound[1])
     if not _is_loopback(bound[0]):
         print("%s: warning: the inspector listens on %s, beyond this machine: anyone who reaches it sees every "

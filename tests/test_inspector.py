@@ -127,6 +127,25 @@ def test_the_feed_tells_a_page_of_each_request_as_it_happens(server, inspected):
 
 
 @pytest.mark.deadline(60)
+def test_other_sites_pages_can_neither_read_nor_replay(server, inspected):
+    """A page on evil.example that the user has open may send requests to 127.0.0.1:4040, and a
+    DNS name rebound to 127.0.0.1 may even read the answers: both are refused."""
+    name, base, _ = inspected
+    helpers.visit(server.port, name, "/hello")
+    number = newest(base, "/hello")["id"]
+    port = int(base.rsplit(":", 1)[1])
+    rebound = requests.get(base + "/api/requests", headers={"Host": "evil.example:%d" % port}, timeout=5)
+    assert rebound.status_code == 403 and "hello" not in rebound.text
+    forged = requests.post("%s/api/requests/%d/replay" % (base, number), headers={"Origin": "http://evil.example"},
+                           timeout=5)
+    assert forged.status_code == 403 and len(entries(base)) == 1      # nothing was replayed
+    own = requests.post("%s/api/requests/%d/replay" % (base, number), timeout=10,
+                        headers={"Origin": "http://127.0.0.1:%d" % port})
+    assert own.status_code == 200 and requests.get(base.replace("127.0.0.1", "localhost") + "/api/requests",
+                                                   timeout=5).status_code == 200
+
+
+@pytest.mark.deadline(60)
 def test_a_websocket_is_listed_with_its_handshake_and_no_frames(server, inspected):
     name, base, _ = inspected
     sock = helpers.ws_connect(server.port, "%s.localhost:%d" % (name, server.port))

@@ -30,10 +30,26 @@ HEARTBEAT = 15.0
 MAX_EDITS = 8 << 20
 
 
-def create_app(capture, replay):
-    """`replay(request_bytes, replay_of)` sends a request through the client's tunnel-socket loop."""
+def create_app(capture, replay, hosts=None):
+    """`replay(request_bytes, replay_of)` sends a request through the client's tunnel-socket loop.
+    `hosts`: the Host values the page is reached by (its own address); None to take any, when
+    the user asked for an address beyond loopback."""
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_EDITS
+    allowed = None if hosts is None else frozenset(host.lower() for host in hosts)
+
+    @app.before_request
+    def from_this_page_only():
+        # Any web page the user visits can make the browser send requests here. A page on
+        # another Host (a DNS name rebound to 127.0.0.1) could read every captured body, and one
+        # from another Origin could replay requests: both are refused.
+        host = request.headers.get("Host", "").lower()
+        if allowed is not None and host not in allowed:
+            return _error(403, "the inspector answers only at its own address (%s)" % ", ".join(sorted(allowed)))
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.lower() != "http://" + host:
+            return _error(403, "requests from other sites' pages are refused")
+        return None
 
     @app.get("/")
     def page():
