@@ -151,10 +151,6 @@ class Backoff:
 
 # --- the tunnel API ---------------------------------------------------------------------------
 
-#: How the tunnel's visitor rules travel with the creation request (the Node server ignores them).
-BASIC_AUTH_HEADER, ALLOW_IP_HEADER = "X-Localtunnel-Basic-Auth", "X-Localtunnel-Allow-Ip"
-
-
 def request_tunnel(server, name, authorization=None, rules=None):
     """Ask `server` for a tunnel named `name` (None: any), with visitor `rules` (headers) if any.
     Returns the server's JSON answer."""
@@ -612,9 +608,9 @@ class Options:
         self.allow_ip = _allow_ip(args["--allow-ip"])
         self.rules = {}
         if self.basic_auth:
-            self.rules[BASIC_AUTH_HEADER] = base64.b64encode(self.basic_auth.encode("utf-8")).decode("ascii")
+            self.rules[protocol.BASIC_AUTH_HEADER] = base64.b64encode(self.basic_auth.encode("utf-8")).decode("ascii")
         if self.allow_ip:
-            self.rules[ALLOW_IP_HEADER] = ",".join(self.allow_ip)
+            self.rules[protocol.ALLOW_IP_HEADER] = ",".join(self.allow_ip)
         self.inspect = _inspect_address(args["--inspect"])
         self.inspect_limit = _count(args["--inspect-limit"], "--inspect-limit", 500, 1)
         self.inspect_body_limit = _count(args["--inspect-body-limit"], "--inspect-body-limit", 1 << 20, 0)
@@ -625,9 +621,10 @@ class Options:
 def _basic_auth(text):
     if text is None:
         return None
-    user, colon, password = text.partition(":")
-    if not colon or not user or not password:
-        raise UsageError("--basic-auth: expected USER:PASS, both non-empty (the user name without a colon)")
+    try:
+        protocol.split_credentials(text)    # as the server will read it
+    except protocol.BadRule as exc:
+        raise UsageError("--basic-auth: %s" % exc) from None
     return text
 
 
@@ -635,17 +632,10 @@ def _allow_ip(text):
     """The ranges, written as the server writes them back (so the client can check them)."""
     if text is None:
         return None
-    ranges = []
-    for part in text.split(","):
-        if part.strip():
-            try:
-                ranges.append(str(ipaddress.ip_network(part.strip(), strict=False)))
-            except ValueError:
-                raise UsageError("--allow-ip: %r is not an address or range such as 203.0.113.0/24 or "
-                                 "2001:db8::/32" % part.strip()) from None
-    if not ranges:
-        raise UsageError("--allow-ip: expected one or more address ranges, comma-separated")
-    return ranges
+    try:
+        return [str(network) for network in protocol.parse_networks(text, "--allow-ip")]
+    except protocol.BadRule as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _inspect_address(text):

@@ -16,42 +16,14 @@ import ipaddress
 import os
 
 from ..wire.http11 import HttpError
-
-#: How our client asks for rules when it creates a tunnel (the Node server ignores both).
-BASIC_AUTH_HEADER = "X-Localtunnel-Basic-Auth"      # base64 of "user:password", as in Basic auth
-ALLOW_IP_HEADER = "X-Localtunnel-Allow-Ip"          # comma-separated CIDRs, IPv4 and IPv6
-#: Longest credential or list a client may send: enough for any sane password and many CIDRs.
-MAX_RULE_TEXT = 4096
-
-
-class BadRule(ValueError):
-    """A rule that cannot be understood; the message says which and how to write it."""
-
-
-def parse_networks(text, what):
-    """A tuple of ip_network from "CIDR[,CIDR...]" (a bare address is its own /32 or /128)."""
-    networks = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(part, strict=False))
-        except ValueError:
-            raise BadRule("%s: %r is not an address or CIDR range (such as 203.0.113.0/24 or "
-                          "2001:db8::/32)" % (what, part)) from None
-    if not networks:
-        raise BadRule("%s: expected one or more CIDR ranges, comma-separated" % what)
-    return tuple(networks)
-
-
-def split_credentials(text):
-    """(user, password) from "USER:PASS"."""
-    user, colon, password = str(text).partition(":")
-    if not colon or not user or not password:
-        raise BadRule("expected USER:PASS, both non-empty")
-    return user, password
-
+from ..wire.protocol import (  # noqa: F401  (BadRule and parse_networks are this module's API too)
+    ALLOW_IP_HEADER,
+    BASIC_AUTH_HEADER,
+    MAX_RULE_TEXT,
+    BadRule,
+    parse_networks,
+    split_credentials,
+)
 
 class Credentials:
     """A user and password, remembered only as a salted digest of both."""
