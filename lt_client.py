@@ -543,7 +543,7 @@ def start_inspector(options):
     host, port = options.inspect or INSPECT_DEFAULT
     tries = 1 if options.inspect else INSPECT_TRIES
     try:
-        listener = inspector.open_listener(host, port, tries)
+        listener = relay.listen_first_free(host, port, tries, backlog=128)
     except OSError as error:
         where = "%s:%d" % (host, port) + ("" if tries == 1 else " or the %d ports after it" % (tries - 1))
         return ("the inspector cannot listen on %s: %s; the tunnel works without it "

@@ -11,7 +11,6 @@ server inside the client (by default on 127.0.0.1:4040, ngrok's agent's address)
 import json
 import logging
 import os
-import socket
 import time
 
 from flask import Flask, Response, jsonify, request, send_from_directory
@@ -120,24 +119,6 @@ def _error(status, message):
     answer = jsonify({"message": message})
     answer.status_code = status
     return answer
-
-
-def open_listener(host, port, tries=1):
-    """A listening socket on `host`:`port`, or on the first free of `tries` ports from it (a
-    second client on the machine takes 4041). Raises the last OSError."""
-    error = None
-    for candidate in range(port, min(port + tries, 65536)):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, candidate))
-            sock.listen(128)
-            return sock
-        except OSError as exc:
-            sock.close()
-            error = exc
-    raise error
 
 
 def serve(app, listener):

@@ -3,10 +3,10 @@ with SO_REUSEPORT), in a cluster an internal one of this process's own, and with
 redirect port; and the one-line advice when one cannot be opened.
 """
 import errno
-import socket
 
 from gevent.pool import Pool
 
+from ..transfer import relay
 from .descriptors import Acceptor
 
 #: Ports --node-port may take, from it on: one per gunicorn worker on the machine.
@@ -32,17 +32,7 @@ def bind_advice(settings, exc, port=None, flag="--port (or LT_PORT)"):
 def shared_listener(settings):
     """The public port, bound so that several processes may listen on it together (each a node
     of one cluster); the kernel spreads new connections over them."""
-    family = socket.AF_INET6 if ":" in settings.address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((settings.address, settings.port))
-        sock.listen(1024)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return relay.listen((settings.address, settings.port), reuse_port=True)
 
 
 def internal_listener(settings):
@@ -50,28 +40,14 @@ def internal_listener(settings):
     free of NODE_PORTS from it (each gunicorn worker takes the next), so a firewall can allow
     exactly that range between nodes."""
     if not settings.node_port:
-        return _listening((settings.address, 0))
-    last = min(settings.node_port + NODE_PORTS - 1, 65535)
-    for port in range(settings.node_port, last + 1):
-        try:
-            return _listening((settings.address, port))
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise
-    raise OSError(errno.EADDRINUSE, "--node-port %d..%d are all in use" % (settings.node_port, last))
-
-
-def _listening(address):
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+        return relay.listen((settings.address, 0))
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1024)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+        return relay.listen_first_free(settings.address, settings.node_port, NODE_PORTS)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        last = min(settings.node_port + NODE_PORTS - 1, 65535)
+        raise OSError(errno.EADDRINUSE, "--node-port %d..%d are all in use" % (settings.node_port, last)) from None
 
 
 class Ports:

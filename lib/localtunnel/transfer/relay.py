@@ -128,6 +128,36 @@ def connect(address, timeout):
     return sock
 
 
+def listen(address, backlog=1024, reuse_port=False):
+    """A listening TCP socket on `address`, with SO_REUSEADDR (a restart need not wait out
+    TIME_WAIT); with `reuse_port`, one that several processes may share (SO_REUSEPORT)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def listen_first_free(host, port, tries, backlog=1024):
+    """listen() on the first of `tries` ports from `port` that is not in use. Raises the last
+    EADDRINUSE when all are, and any other error at once."""
+    error = None
+    for candidate in range(port, min(port + tries, 65536)):
+        try:
+            return listen((host, candidate), backlog)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            error = exc
+    raise error
+
+
 def _numeric_family(host):
     try:
         return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
