@@ -453,13 +453,13 @@ class Registration:
 
     def _open(self):
         """(A connected tunnel socket, bytes already read from it). Raises OSError."""
-        sock = socket.create_connection(self.address, timeout=CONNECT_TIMEOUT)
+        sock = relay.connect(self.address, CONNECT_TIMEOUT)     # Nagle off: responses leave at once
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # responses leave at once
-            buf = b""
-            if self.upgrade:
-                sock, buf = self._upgrade(sock)
+            if not self.upgrade:
+                return sock, b""
+            sock.settimeout(CONNECT_TIMEOUT)    # the upgrade's answer, like the connect, is bounded
+            sock, buf = self._upgrade(sock)
             sock.settimeout(None)
             return sock, buf
         except BaseException:
@@ -549,16 +549,16 @@ def start_inspector(options):
         return ("the inspector cannot listen on %s: %s; the tunnel works without it "
                 "(--inspect=off says so, --inspect=HOST:PORT picks another)" % (where, error.strerror or error))
     options.capture = Capture(options.inspect_limit, options.inspect_body_limit)
-    bound = listener.getsockname()
-    hosts = None
-    if _is_loopback(bound[0]):
-        hosts = ["%s:%d" % (name, bound[1]) for name in ("localhost", "127.0.0.1", "[::1]")]
-        hosts.append("%s:%d" % ("[%s]" % bound[0] if ":" in bound[0] else bound[0], bound[1]))
+    address, port = listener.getsockname()[:2]
+    where = "%s:%d" % ("[%s]" % address if ":" in address else address, port)
+    loopback = _is_loopback(address)
+    # On loopback it answers only to its own names; beyond, the user chose who may reach it.
+    hosts = [where] + ["%s:%d" % (name, port) for name in ("localhost", "127.0.0.1", "[::1]")] if loopback else None
     app = inspector.create_app(options.capture, lambda request, number: replay_captured(options, request, number),
                                hosts)
     inspector.serve(app, listener)
-    options.inspector_url = "http://%s:%d" % ("[%s]" % bound[0] if ":" in bound[0] else bound[0], bound[1])
-    if not _is_loopback(bound[0]):
+    options.inspector_url = "http://" + where
+    if not loopback:
         print("%s: warning: the inspector listens on %s, beyond this machine: anyone who reaches it sees every "
               "request and response body, and can replay them" % (PROG, options.inspector_url),
               file=sys.stderr, flush=True)
