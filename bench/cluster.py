@@ -27,13 +27,9 @@ import tools  # noqa: E402
 LEASE = 10
 
 
-def start_node(name, redis_url):
-    port = tools.free_port()
-    proc = tools.Proc(name, [sys.executable, "lt_server.py", "--port", str(port), "--address", "127.0.0.1",
-                             "--domain", "localhost", "--log-level", "warning", "--redis", redis_url,
-                             "--lease", str(LEASE)])
-    tools.wait_listening(port)
-    return proc, port
+def start_node(name, redis_url, lease=LEASE):
+    """One node of the cluster: our server with --redis, as scenarios.start_server starts it."""
+    return scenarios.start_server(name, extra=("--redis", redis_url, "--lease", str(lease)))
 
 
 def main(argv=None):

@@ -27,6 +27,7 @@ import gevent  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import cluster  # noqa: E402
 import scenarios  # noqa: E402
 import tools  # noqa: E402
 
@@ -35,15 +36,6 @@ NAME = "bench-failover"
 BEFORE, GIVE_UP = 3.0, 60.0
 #: Seconds a visitor waits for an answer: a hang would show as a cut at this bound.
 ANSWER_WAIT = 10.0
-
-
-def start_node(redis_url, lease):
-    port = tools.free_port()
-    proc = tools.Proc("failover-node-%d" % port, [
-        sys.executable, "lt_server.py", "--port", str(port), "--address", "127.0.0.1", "--domain", "localhost",
-        "--log-level", "warning", "--redis", redis_url, "--lease", str(lease)])
-    tools.wait_listening(port)
-    return proc, port
 
 
 def start_haproxy(ports):
@@ -151,7 +143,8 @@ def main(argv=None):
         procs.append(redis_proc)
         nginx, nginx_port = tools.start_nginx(tools.prepare_site())
         procs.append(nginx)
-        nodes = dict(start_node(url, args.lease)[::-1] for _ in range(2))     # port -> Proc
+        nodes = dict(cluster.start_node("failover-node-" + which, url, args.lease)[::-1]
+                     for which in "ab")     # port -> Proc
         procs += nodes.values()
         haproxy, front = start_haproxy(list(nodes))
         procs.append(haproxy)
