@@ -167,15 +167,20 @@ def test_cluster_balancer_config_passes_haproxy_c():
 
 @needs_haproxy
 @helpers.needs_redis
-def test_cluster_balancer_in_front_of_two_nodes(make_server, redis_server, procs, tmp_path):
-    # The deploy file itself, with loopback ports for its bind and its two servers.
-    nodes = [make_server(redis_url=redis_server.url, node_address="127.0.0.1", lease=2.0) for _ in range(2)]
+def haproxy_in_front(nodes, procs, tmp_path):
+    """The deploy file itself, with loopback ports for its bind and its two servers: its port."""
     front = helpers.free_port()
     config = read("cluster", "haproxy.cfg").replace("bind :80", "bind 127.0.0.1:%d" % front)
     config = config.replace("10.0.0.11:80", "127.0.0.1:%d" % nodes[0].port).replace("10.0.0.12:80", "127.0.0.1:%d" % nodes[1].port)
     (tmp_path / "haproxy.cfg").write_text(config)
     procs(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")])
     helpers.wait_listening(front)
+    return front
+
+
+def test_cluster_balancer_in_front_of_two_nodes(make_server, redis_server, procs, tmp_path):
+    nodes = [make_server(redis_url=redis_server.url, node_address="127.0.0.1", lease=2.0) for _ in range(2)]
+    front = haproxy_in_front(nodes, procs, tmp_path)
     info = helpers.new_tunnel(front)                # lands on either node
     client = helpers.FakeClient(info, 2, handler=helpers.echo_head_handler)    # to the node in `ip`, not through haproxy
     helpers.wait_sockets(front, info["id"], 2)
@@ -186,3 +191,20 @@ def test_cluster_balancer_in_front_of_two_nodes(make_server, redis_server, procs
             # haproxy's send-proxy line names the visitor, through either node.
             assert "X-Forwarded-For: 127.0.0.2" in answer.text
     client.close()
+
+
+@needs_haproxy
+@helpers.needs_redis
+@pytest.mark.deadline(60)
+def test_our_clients_sockets_through_the_balancer_reach_the_node_holding_its_tunnel(
+        make_server, redis_server, procs, origin, tmp_path):
+    """Round robin sends half of our client's tunnel sockets (upgrades through the public port)
+    to the node that does not hold its tunnel: that node hands each over to the owner."""
+    nodes = [make_server(redis_url=redis_server.url, node_address="127.0.0.1", lease=2.0) for _ in range(2)]
+    front = haproxy_in_front(nodes, procs, tmp_path)
+    _, url = helpers.start_client("python", procs, front, origin, subdomain="calm-otter", extra=["--inspect=off"])
+    owner = next(node for node in nodes if node.registry.get("calm-otter") is not None)
+    helpers.wait_until(lambda: helpers.sockets_of(owner, "calm-otter") == 10, 10, "all ten sockets at the owner")
+    assert sum(node.metrics.handed_over for node in nodes) >= 1     # some came through the other node
+    for number in range(10):
+        assert helpers.visit(front, "calm-otter", "/hello?n=%d" % number, timeout=5).text == "hello"

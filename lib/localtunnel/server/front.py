@@ -205,8 +205,8 @@ class Front:
             raise HttpError(400, "the request has no Host header")
         tunnel_id = protocol.tunnel_id_for_host(host, self.settings.domain)
         if tunnel_id is None:
-            if req.is_upgrade and req.target.startswith(socket_route.PATH) and may_hand_over:
-                socket_route.adopt(self.registry, visitor, req, ip, self._send)
+            if req.is_upgrade and req.target.startswith(socket_route.PATH):
+                self._serve_socket(visitor, req, ip, may_hand_over)
                 return False
             return self._serve_api(visitor, req, ip)
         tunnel = self.registry.get(tunnel_id)
@@ -244,6 +244,18 @@ class Front:
         self.metrics.request(outcome.response.status, outcome.bytes_in, outcome.bytes_out, outcome.waited)
         log_access(ip, req, outcome.response.status, outcome.bytes_out, tunnel_id, outcome.waited, started)
         return keep
+
+    def _serve_socket(self, visitor, req, ip, may_hand_over):
+        """A tunnel socket through the public port. In a cluster a balancer may bring it to a
+        node that does not hold its tunnel: that node hands the connection over to the one that
+        does, as it would a visitor's, and the owner adopts it from its internal port."""
+        tunnel_id = socket_route.tunnel_id_of(req)
+        if may_hand_over and self.peers is not None and self.registry.get(tunnel_id) is None:
+            node = self.peers.owner(tunnel_id)
+            if node is not None:
+                self._hand_over(node, visitor, req, ip, tunnel_id)
+                return
+        socket_route.adopt(self.registry, visitor, req, ip, self._send)
 
     def _redirect(self, visitor, req, ip):
         """Plain HTTP on --http-redirect-port: the API when --http-api allows it, else a 308 to

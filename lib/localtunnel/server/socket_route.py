@@ -14,6 +14,11 @@ _PROTOCOL = protocol.SOCKET_PROTOCOL.encode()
 _SECRET_HEADER = protocol.SOCKET_SECRET_HEADER.lower().encode()
 
 
+def tunnel_id_of(req):
+    """The tunnel a socket upgrade is for, from its path."""
+    return req.target[len(PATH):].decode("latin-1")
+
+
 def adopt(registry, visitor, req, ip, send):
     """Make visitor connection `visitor` (its upgrade request `req` read) one of its tunnel's
     sockets: the secret proves it is the tunnel's client (creator-only, by secret rather than
@@ -22,7 +27,7 @@ def adopt(registry, visitor, req, ip, send):
     tunnel's own port. Raises HttpError for a refusal."""
     if (req.get(b"upgrade") or b"").lower() != _PROTOCOL:
         raise HttpError(400, "a tunnel socket upgrades to %s" % protocol.SOCKET_PROTOCOL)
-    tunnel_id = req.target[len(PATH):].decode("latin-1")
+    tunnel_id = tunnel_id_of(req)
     tunnel = registry.get(tunnel_id)
     if tunnel is None:
         raise HttpError(404, "There is no tunnel named %s on this server." % tunnel_id, "no-such-tunnel")
