@@ -77,6 +77,10 @@ Options:
                                 firewall can allow exactly that range (default: any free port).
   --lease=SECONDS               How long the cluster keeps this node's tunnels after it stops
                                 renewing, e.g. when it dies (default 10).
+  --pass-sockets=ON|OFF         Nodes of one machine (gunicorn -w N) hand a visitor to the node
+                                holding its tunnel by passing the connection itself over a Unix
+                                socket, not through the internal port (default on; off: always
+                                the internal port, as between machines).
   --log-level=LEVEL             debug, info, warning or error (default info).
   --help                        Show this help.
   --version                     Show the version.

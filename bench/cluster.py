@@ -1,11 +1,13 @@
 """What a cluster costs (issue 14): a visitor at the node that holds the tunnel against one at
-another node, which hands its connection over (or, for `Connection: close`, passes the request
-on); Redis commands per visitor request and per renewal; and one machine's cores as nodes, under
-`gunicorn -w 2`, against one process alone.
+another node, which hands its connection over; Redis commands per visitor request and per
+renewal; and one machine's cores as nodes, under `gunicorn -w 2`, against one process alone.
 
-Two server processes with --redis (one redis-server, persistence off), our client on node A in
-front of nginx, wrk at each node in alternating rounds, keep-alive then close, and the CPU every
-process spent per request. Usage: .venv/bin/python bench/cluster.py [--seconds 5] [--rounds 2]
+Three server processes with --redis (one redis-server, persistence off), our client on node A in
+front of nginx, wrk at each node in rotating rounds, keep-alive then close, and the CPU every
+process spent per request. Node B hands visitors to A as nodes of one machine do, passing the
+socket itself (--pass-sockets, the default); node C as nodes of different machines do, splicing
+the connection to A's internal port (`Connection: close` requests passed on one by one), which
+--pass-sockets=off forces here. Usage: .venv/bin/python bench/cluster.py [--seconds 5] [--rounds 2]
 (after `make bench` installed wrk and nginx, and `make test-setup` redis-server).
 """
 from gevent import monkey
@@ -27,9 +29,9 @@ import tools  # noqa: E402
 LEASE = 10
 
 
-def start_node(name, redis_url, lease=LEASE):
+def start_node(name, redis_url, lease=LEASE, extra=()):
     """One node of the cluster: our server with --redis, as scenarios.start_server starts it."""
-    return scenarios.start_server(name, extra=("--redis", redis_url, "--lease", str(lease)))
+    return scenarios.start_server(name, extra=("--redis", redis_url, "--lease", str(lease), *extra))
 
 
 def main(argv=None):
@@ -48,21 +50,24 @@ def main(argv=None):
         procs.append(nginx)
         node_a, port_a = start_node("cluster-node-a", url)
         node_b, port_b = start_node("cluster-node-b", url)
-        procs += [node_a, node_b]
+        node_c, port_c = start_node("cluster-node-c", url, extra=("--pass-sockets", "off"))
+        procs += [node_a, node_b, node_c]
         client = tools.Proc("cluster-client", scenarios.client_argv("python", port_a, nginx_port, "bench-cluster"))
         procs.append(client)
         client.wait_for(r"your url is")
         scenarios.wait_sockets(port_a, "bench-cluster")
-        pids = {"node A": node_a.pid, "node B": node_b.pid, "client": client.pid}
+        pids = {"node A": node_a.pid, "node B": node_b.pid, "node C": node_c.pid, "client": client.pid}
         for number, (mode, headers) in enumerate(
                 [("keep-alive", ())] * args.rounds + [("close", ("Connection: close",))] * args.rounds, 1):
-            paths = (("%s at the owner (A)" % mode, port_a), ("%s at another node (B)" % mode, port_b))
-            for label, port in (paths if number % 2 else paths[::-1]):
+            paths = (("%s at the owner (A)" % mode, port_a),
+                     ("%s at B, socket passed" % mode, port_b),
+                     ("%s at C, spliced" % mode, port_c))
+            for label, port in paths[number % 3:] + paths[:number % 3]:
                 before = watcher.info("stats")["total_commands_processed"]
                 run = tools.run_wrk_cpu("http://127.0.0.1:%d/1k" % port, "bench-cluster.localhost", args.seconds,
                                         50, pids, headers)
                 commands = watcher.info("stats")["total_commands_processed"] - before - 1
-                print("round %d, visitors %-32s %7.0f req/s, p99 %5.2f ms, errors %d; CPU us/request "
+                print("round %d, visitors %-28s %7.0f req/s, p99 %5.2f ms, errors %d; CPU us/request "
                       "(user+system): %s; Redis commands %d (%.4f per request, renewals included)"
                       % (number, label, run["rps"], run["p99"], run["errors"],
                          ", ".join("%s %.1f (%.1f+%.1f)" % (name, sum(pair), *pair) for name, pair in run["cpu"].items()),
@@ -70,10 +75,10 @@ def main(argv=None):
         before = watcher.info("stats")["total_commands_processed"]
         gevent.sleep(LEASE)
         idle = watcher.info("stats")["total_commands_processed"] - before - 1
-        print("idle for %d s (lease %d s, two nodes renewing every %.1f s, nothing else): %d Redis commands"
+        print("idle for %d s (lease %d s, three nodes renewing every %.1f s, nothing else): %d Redis commands"
               % (LEASE, LEASE, LEASE / 3, idle), flush=True)
-        tools.stop_all(procs[3:])
-        del procs[3:]
+        tools.stop_all(procs[2:])
+        del procs[2:]
         for number in range(1, args.rounds + 1):
             for kind in (("one process", "gunicorn -w 2") if number % 2 else ("gunicorn -w 2", "one process")):
                 workers(kind, url, nginx_port, args.seconds, number)

@@ -106,9 +106,10 @@ def _pattern_digest(size):
 
 @pytest.mark.node
 @pytest.mark.deadline(90)
-@pytest.mark.parametrize("kind", ["python", "node"])
-def test_visitors_at_any_node_reach_a_tunnel_held_by_another(cluster, procs, origin, kind):
-    a, b = cluster(), cluster()
+@pytest.mark.parametrize("kind, pass_sockets", [("python", True), ("node", True), ("python", False)],
+                         ids=["python-socket-passed", "node-socket-passed", "python-spliced"])
+def test_visitors_at_any_node_reach_a_tunnel_held_by_another(cluster, procs, origin, kind, pass_sockets):
+    a, b = cluster(pass_sockets=pass_sockets), cluster(pass_sockets=pass_sockets)
     _, url = helpers.start_client(kind, procs, a.port, origin)    # the client follows `ip` to A
     name = helpers.tunnel_name(url)
     helpers.wait_sockets(a.port, name, 10)
@@ -139,6 +140,7 @@ def test_visitors_at_any_node_reach_a_tunnel_held_by_another(cluster, procs, ori
             assert helpers.ws_recv(sock) == (2, payload)
     finally:
         sock.close()
+    assert b.metrics.handed_over >= 4 and (b.metrics.sockets_passed == b.metrics.handed_over) == pass_sockets
 
 
 def test_a_name_no_node_holds_is_404_and_an_ended_tunnel_is_noticed_within_a_lease(cluster):
@@ -172,10 +174,13 @@ def _exchange(sock, request):
     return helpers.status_of(head), body
 
 
-def test_a_handed_over_connection_follows_each_request_to_its_tunnel(cluster):
+@pytest.mark.parametrize("pass_sockets", [True, False], ids=["socket-passed", "spliced"])
+def test_a_handed_over_connection_follows_each_request_to_its_tunnel(cluster, pass_sockets):
     """B hands a visitor's connection to A for its first request; a later request on it for a
-    tunnel B holds goes back to B, one request passed on, never round in a circle."""
-    a, b = cluster(), cluster()
+    tunnel B holds goes back to B, one request passed on, never round in a circle. Nodes of one
+    process are nodes of one machine: with --pass-sockets (the default) the socket itself goes to
+    A; without, as between machines, B splices it to A's internal port."""
+    a, b = cluster(pass_sockets=pass_sockets), cluster(pass_sockets=pass_sockets)
     at_a = helpers.FakeClient(new_tunnel(a.port, "calm-otter"), 2, _labelled(b"A"))
     at_b = helpers.FakeClient(new_tunnel(b.port, "brave-fox"), 2, _labelled(b"B"))
     helpers.wait_sockets(a.port, "calm-otter", 2)
@@ -187,14 +192,47 @@ def test_a_handed_over_connection_follows_each_request_to_its_tunnel(cluster):
             assert status == 200 and body.startswith(label + b" GET /" + name.encode()), body
             assert b"X-Forwarded-For: 127.0.0.2" in body     # the visitor first, then any node's hop
     assert b.metrics.handed_over == 1 and a.metrics.handed_over == 0
-    # A connection that ends with its request is passed on, not handed over.
+    assert b.metrics.sockets_passed == (1 if pass_sockets else 0)
+    # A connection that ends with its request is passed on, not handed over, either way (a
+    # passed socket would cost the owner a connection's setup and teardown): the hop shows, B
+    # named the visitor and A added B.
     closing = helpers.raw_exchange(b.port, b"GET /last HTTP/1.1\r\nHost: calm-otter.localhost\r\nConnection: close\r\n\r\n")
-    assert helpers.status_of(closing) == 200
-    # The hop shows: B named the visitor, A added B.
-    assert b"A GET /last" in closing and b"X-Forwarded-For: 127.0.0.1, 127.0.0.1\r\n" in closing
-    assert b.metrics.handed_over == 1
+    assert helpers.status_of(closing) == 200 and b"A GET /last" in closing
+    assert b"X-Forwarded-For: 127.0.0.1, 127.0.0.1\r\n" in closing and b.metrics.handed_over == 1
     at_a.close()
     at_b.close()
+
+
+@pytest.mark.parametrize("pass_sockets", [True, False], ids=["socket-passed", "spliced"])
+def test_a_balancers_visitor_keeps_its_address_through_a_hand_over(cluster, pass_sockets):
+    """Behind an L4 balancer with send-proxy, B learns the visitor from the PROXY line; handing
+    the connection to A must name that visitor, not the balancer B's socket comes from."""
+    a, b = cluster(pass_sockets=pass_sockets), cluster(pass_sockets=pass_sockets)
+    client = helpers.FakeClient(new_tunnel(a.port, "calm-otter"), 2, _labelled(b"A"))
+    helpers.wait_sockets(a.port, "calm-otter", 2)
+    with socket.create_connection(("127.0.0.1", b.port), timeout=5) as sock:   # 127.0.0.1: a trusted proxy
+        sock.sendall(b"PROXY TCP4 198.51.100.9 127.0.0.1 41000 80\r\n")
+        for number in range(2):
+            status, body = _exchange(sock, b"GET /%d HTTP/1.1\r\nHost: calm-otter.localhost\r\n\r\n" % number)
+            assert status == 200 and b"X-Forwarded-For: 198.51.100.9\r\n" in body, body
+    assert b.metrics.handed_over == 1 and b.metrics.sockets_passed == (1 if pass_sockets else 0)
+    client.close()
+
+
+def test_a_node_of_another_machine_is_spliced_to(cluster):
+    """A node whose socket door B cannot find (another machine, or --pass-sockets off there) gets
+    its visitors spliced to its internal port, and `Connection: close` ones passed on."""
+    a, b = cluster(pass_sockets=False), cluster(pass_sockets=True)
+    client = helpers.FakeClient(new_tunnel(a.port, "calm-otter"), 2, _labelled(b"A"))
+    helpers.wait_sockets(a.port, "calm-otter", 2)
+    with socket.create_connection(("127.0.0.1", b.port), timeout=5, source_address=("127.0.0.2", 0)) as sock:
+        for number in range(3):
+            status, body = _exchange(sock, b"GET /%d HTTP/1.1\r\nHost: calm-otter.localhost\r\n\r\n" % number)
+            assert status == 200 and b"X-Forwarded-For: 127.0.0.2\r\n" in body
+    closing = helpers.raw_exchange(b.port, b"GET /last HTTP/1.1\r\nHost: calm-otter.localhost\r\nConnection: close\r\n\r\n")
+    assert helpers.status_of(closing) == 200 and b"X-Forwarded-For: 127.0.0.1, 127.0.0.1\r\n" in closing
+    assert b.metrics.handed_over == 1 and b.metrics.sockets_passed == 0
+    client.close()
 
 
 def _introduce(port, source_ip, first_line):
@@ -354,7 +392,7 @@ def test_a_burst_of_visitors_for_one_name_costs_one_lookup():
             gevent.sleep(0.05)      # a Redis round trip
             return Node("other", "127.0.0.1", 1)
 
-    peers = Peers(SlowNames(), None, None)
+    peers = Peers(SlowNames(), config.Settings(pass_sockets=False), None)
     askers = [gevent.spawn(peers.owner, "calm-otter") for _ in range(50)]
     gevent.joinall(askers, raise_error=True)
     assert SlowNames.calls == 1 and {asker.value for asker in askers} == {("other", "127.0.0.1", 1)}

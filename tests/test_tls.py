@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+import requests
 
 import helpers
 from certs import CertAuthority
@@ -213,3 +214,22 @@ def test_a_missing_key_is_one_line_at_start(procs, ca, tmp_path):
                   "--tls-cert", cert, "--tls-key", missing])
     assert proc.wait(15) == 2
     assert proc.output.strip() == "lt-server: TLS: %s: no such file" % missing
+
+
+@helpers.needs_redis
+def test_a_tls_visitor_at_another_node_is_spliced_not_passed(make_server, ca, redis_server):
+    """Nodes of one machine pass plain visitor sockets to each other, but a TLS connection's
+    state lives in the process that shook hands: B keeps it and splices it to A instead."""
+    certificates = Certificates(*ca.leaf("site", *SITE_NAMES))
+    a, b = (make_server(certificates=certificates, secure=True, redis_url=redis_server.url,
+                        node_address="127.0.0.1", lease=1.0) for _ in range(2))
+    info = requests.get("https://localhost:%d/calm-otter" % a.port, verify=ca.path, timeout=10).json()
+    client = helpers.FakeClient(info, 2, helpers.echo_head_handler)
+    helpers.wait_until(lambda: helpers.sockets_of(a, "calm-otter") >= 2, 10, "the tunnel's sockets")
+    conn = https(b.port, "calm-otter.localhost", ca.path)
+    for number in range(3):
+        status, body, _ = get(conn, "/%d" % number)
+        assert status == 200 and body.startswith(b"GET /%d HTTP/1.1" % number)
+    conn.close()
+    assert b.metrics.handed_over == 1 and b.metrics.sockets_passed == 0
+    client.close()

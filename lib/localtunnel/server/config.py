@@ -44,6 +44,7 @@ class Settings:
     node_address: str = None        # where clients and other nodes reach this node (with --redis)
     node_port: int = 0              # the internal port, or the first free of NODE_PORTS from it; 0: any
     lease: float = 10.0             # seconds a node stays alive in the registry without renewing
+    pass_sockets: bool = True       # hand visitors to nodes of this machine as sockets (SCM_RIGHTS)
     visitor_allow_ip: tuple = None  # ip_networks every tunnel's visitors must be in (gate.py)
     visitor_basic_auth: object = None  # gate.Credentials every tunnel asks visitors for, unless its own
     tls_cert: str = None            # PEM certificate (chain) for DOMAIN and *.DOMAIN: the public port speaks TLS
@@ -151,6 +152,7 @@ FIELDS = {
     "node_address": (_text, "--node-address"),
     "node_port": (_port, "--node-port"),
     "lease": (_seconds, "--lease"),
+    "pass_sockets": (_boolean, "--pass-sockets"),
     "tunnel_ports": (_boolean, "--tunnel-ports"),
     "tls_cert": (_text, "--tls-cert"),
     "tls_key": (_text, "--tls-key"),

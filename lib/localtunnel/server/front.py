@@ -23,7 +23,7 @@ from ..wire.http11 import (
     request_host,
     skip_blank_lines,
 )
-from . import arrival, socket_route, wsgi
+from . import arrival, passing, socket_route, wsgi
 from .access_log import log_access
 from .dispatch import send_through_tunnel
 from .listeners import Ports
@@ -73,6 +73,9 @@ class Front:
         self.peers = Peers(registry.names, settings, self.limits) if settings.redis_url else None
         self._open = 0      # visitor connections being served
         self._ports = Ports(settings, self.peers is not None, self._handle, self._handle_node, self._handle_redirect)
+        # Other nodes of this machine pass their visitors' sockets in here (passing.py).
+        self._door = passing.Door(registry.names.node_id, self._handle_passed) \
+            if self.peers is not None and settings.pass_sockets else None
         self._scheme = b"https" if settings.certificates is not None else b"http"
 
     @property
@@ -91,10 +94,20 @@ class Front:
 
     def start(self):
         self._ports.start()
+        if self._door is not None:
+            try:
+                self._door.start()
+            except OSError as exc:
+                # Not fatal: other nodes find no door and splice their visitors to the internal port.
+                log.warning("front: cannot open the socket door for nodes of this machine (%s); they will "
+                            "splice visitors to the internal port instead", exc.strerror or exc)
+                self._door = None
         log.info("front: serving tunnels and the API on %s:%d%s", self.settings.address, self.port,
                  " over TLS" if self.settings.certificates is not None else "")
 
     def stop(self, timeout=1):
+        if self._door is not None:
+            self._door.stop(timeout)
         self._ports.stop(timeout)
 
     def _handle(self, sock, addr):
@@ -119,19 +132,24 @@ class Front:
         by a PROXY line), or that node's own requests passed on one by one."""
         self._visit(sock, addr, from_node=True)
 
-    def _visit(self, sock, addr, from_node, redirect=False):
+    def _handle_passed(self, sock, ip, buf):
+        """A visitor connection another node of this machine passed in as a socket, with `buf`
+        the bytes it read from it; that node said who the visitor is, as a PROXY line would."""
+        self._visit(sock, None, from_node=True, passed=(ip, buf))
+
+    def _visit(self, sock, addr, from_node, redirect=False, passed=None):
         """A visitor connection, request after request, until either side is done."""
         if self.settings.max_visitors and self._open >= self.settings.max_visitors:
             self._refuse_busy(sock)
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        visitor = relay.Reader(sock)
+        visitor = relay.Reader(sock, passed[1] if passed else b"")
         wait = self.settings.head_timeout   # the first request must come promptly
-        ip = protocol.normal_address(addr[0])   # as trusted_proxies and the API spell it
+        ip = passed[0] if passed else protocol.normal_address(addr[0])   # as trusted_proxies and the API spell it
         self._open += 1
         self.metrics.visitors.inc()
         try:
-            if from_node or ip in self.settings.trusted_proxies:
+            if passed is None and (from_node or ip in self.settings.trusted_proxies):
                 ip = arrival.introduced(visitor, ip, self.deadlines, self.settings.head_timeout,
                                         self.peers.is_node if from_node else None)
             while True:
@@ -289,7 +307,8 @@ class Front:
         log.debug("front: visitor %s of %s handed over to node %s", ip, tunnel_id, node.id)
         self.metrics.handed_over += 1
         try:
-            self.peers.hand_over(node, visitor, req)
+            if self.peers.hand_over(node, visitor, req, ip):
+                self.metrics.sockets_passed += 1
         except HttpError as exc:
             log_access(ip, req, exc.status, 0, tunnel_id, 0.0, time.monotonic(), exc.code)
             raise

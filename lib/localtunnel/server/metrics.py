@@ -38,6 +38,7 @@ class Metrics:
         self.wait_sum = 0.0
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
         self.handed_over = 0    # visitor connections given to the node holding their tunnel
+        self.sockets_passed = 0     # ... of which passed as sockets to a node of this machine
         self.collectors.register(_Families(self, registry))
 
     def request(self, status, bytes_in, bytes_out, waited):
@@ -108,8 +109,10 @@ class _Families:
         for kind, count in m.errors.items():
             errors.add_metric(node + [kind], count)
         handed = family(CounterMetricFamily, "localtunnel_handed_over_connections",
-                        "Visitor connections handed to the cluster node that holds their tunnel")
-        handed.add_metric(node, m.handed_over)
+                        "Visitor connections handed to the cluster node that holds their tunnel: their socket "
+                        "passed to a node of this machine, or spliced to the node's internal port", ["how"])
+        handed.add_metric(node + ["socket"], m.sockets_passed)
+        handed.add_metric(node + ["splice"], m.handed_over - m.sockets_passed)
         cumulative, buckets = 0, []
         for bound, count in zip(WAIT_BUCKETS + (float("inf"),), m.waits):
             cumulative += count
