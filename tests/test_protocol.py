@@ -93,6 +93,7 @@ def test_client_address_trusts_only_trusted_proxies(peer, forwarded, expected):
     ("203.0.113.5", "203.0.113.5"),
     ("2001:DB8:0:0::1", "2001:db8::1"),
     ("not-an-address", "not-an-address"),
+    ("010.1.1.1", "010.1.1.1"),                  # leading zeros: no IPv4 address, left alone
 ])
 def test_addresses_have_one_spelling(text, normal):
     assert protocol.normal_address(text) == normal

@@ -190,6 +190,11 @@ def normal_address(text):
     """One spelling per address, so the API and a tunnel port agree on who a client is: an IPv4
     client seen through a dual-stack socket (`::ffff:203.0.113.5`) is `203.0.113.5`, and IPv6 is
     written compressed. Text that is no address is returned as it is."""
+    if ":" not in text:
+        # IPv4 as a socket reports it is already in its one spelling, and any other IPv4 text
+        # is no address: either way it comes back unchanged. Parsing it cost 3 us per visitor
+        # connection (a profile of `Connection: close` visitors).
+        return text
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
