@@ -8,12 +8,16 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
+
+import gevent
 
 import pytest
 
 import helpers
 from helpers import new_tunnel
 from localtunnel.server import passing
+from localtunnel.transfer.deadlines import Deadlines
 
 pytestmark = [helpers.needs_redis, pytest.mark.deadline(60)]
 
@@ -136,3 +140,28 @@ def test_a_door_squatted_by_another_user_gets_no_visitor(node):
         squatter.kill()
         if os.path.exists(ready):
             os.remove(ready)
+
+
+def test_a_node_that_stops_reading_its_door_holds_a_visitor_one_bound_at_most(node):
+    """A door that accepts nothing and reads nothing: its channel fills, and every visitor
+    handed to it at once is either queued there or refused (to be spliced instead) within one
+    bound, never left waiting on the ones ahead of it."""
+    node_id = "deadd00r%04d" % (os.getpid() % 10000)
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    stuck.bind(passing.door_name(node_id))
+    stuck.listen(4)
+    passer = passing.Passer(Deadlines(0.02), 0.5)      # a fine tick: the bound is 0.5-0.52 s
+    visitor = socket.create_connection(("127.0.0.1", node.port))
+    try:
+        data = b"x" * (200 * 1024)
+        started = time.monotonic()
+        visitors = [gevent.spawn(passer.pass_over, node_id, visitor, "127.0.0.1", data) for _ in range(60)]
+        gevent.joinall(visitors, timeout=5)
+        took = time.monotonic() - started
+        results = [one.value for one in visitors]
+        assert True in results and False in results, results   # some fitted, the rest were refused
+        assert took < 0.8, "a visitor waited %.2f s, past its bound" % took
+    finally:
+        passer.close()
+        visitor.close()
+        stuck.close()

@@ -142,6 +142,7 @@ class Passer:
     def __init__(self, deadlines, timeout):
         self._deadlines, self._timeout = deadlines, timeout
         self._channels = {}     # node id -> (channel, Semaphore), or None: not on this machine
+        self._failing = set()   # nodes whose last pass failed: logged once, not per visitor
 
     def pass_over(self, node_id, sock, ip, data):
         """Whether node `node_id` now has visitor connection `sock` (introduced as `ip`, with
@@ -158,12 +159,18 @@ class Passer:
             return False
         channel, lock = found
         try:
-            with lock, self._deadlines.bound(self._timeout, _Late):
+            # The bound covers the wait for the lock too: every visitor queued behind one that
+            # waits for room in the channel is bounded by itself.
+            with self._deadlines.bound(self._timeout, _Late), lock:
                 _send_message(channel, message, sock.fileno())
         except (OSError, _Late) as exc:
-            log.warning("cluster: passing a visitor to node %s failed (%s); splicing instead", node_id, exc)
+            if node_id not in self._failing:
+                self._failing.add(node_id)
+                log.warning("cluster: passing visitors to node %s fails (%s); splicing them instead",
+                            node_id, exc.strerror if isinstance(exc, OSError) else "it does not read them")
             self._forget(node_id, found)
             return False
+        self._failing.discard(node_id)
         return True
 
     def _channel(self, node_id):
@@ -188,6 +195,7 @@ class Passer:
             return self._channels[node_id]
         if len(self._channels) >= REMEMBERED:
             self.close()
+            self._failing.clear()
         self._channels[node_id] = found
         return found
 
