@@ -95,6 +95,8 @@ def test_messages_that_break_the_format_close_the_channel_and_leak_nothing(node)
     for message, fds in ((b"2 127.0.0.1\nGET / HTTP/1.1\r\n\r\n", []),
                          (b"2 127.0.0.1\n", [spare[0].fileno(), spare[1].fileno()]),
                          (b"not a header", [spare[0].fileno()]),
+                         (b"1 127.0.0.1\n", [spare[0].fileno()]),       # AF_UNIX: no visitor's
+                         (b"2 127.0.0.1\r\nX-Evil: 1\n", [spare[0].fileno()]),
                          (b"2 127.0.0.1\n" + b"x" * (passing.MAX_MESSAGE + 1), [spare[0].fileno()])):
         channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         channel.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * passing.MAX_MESSAGE)

@@ -45,6 +45,7 @@ REMEMBERED = 4096
 
 _FD_SIZE = array.array("i").itemsize
 _CREDENTIALS = struct.Struct("3i")      # struct ucred: pid, uid, gid
+_VISITOR_FAMILIES = frozenset((socket.AF_INET, socket.AF_INET6))
 
 
 def door_name(node_id):
@@ -92,7 +93,10 @@ class Door:
             return
         buf = bytearray(MAX_MESSAGE)
         while True:
-            size, ancdata, flags, _ = channel.recvmsg_into([buf], socket.CMSG_SPACE(_FD_SIZE))
+            try:
+                size, ancdata, flags, _ = channel.recvmsg_into([buf], socket.CMSG_SPACE(_FD_SIZE))
+            except OSError:
+                return      # the other node died mid-message: its visitors went with it
             fds = _descriptors(ancdata)
             if size == 0 and not fds:
                 return      # the other node closed its end
@@ -112,8 +116,11 @@ class Door:
         header, _, rest = message.partition(b"\n")
         try:
             family, ip = header.split(b" ")
+            family = int(family)
+            if family not in _VISITOR_FAMILIES:
+                raise ValueError("not a TCP visitor")
             ip = str(ipaddress.ip_address(ip.decode("ascii")))
-            sock = socket.socket(int(family), socket.SOCK_STREAM, 0, fileno=fd)
+            sock = socket.socket(family, socket.SOCK_STREAM, 0, fileno=fd)
         except (ValueError, OSError):
             os.close(fd)
             return False
