@@ -5,6 +5,7 @@ their tunnel, passed on to the one that does."""
 import hashlib
 import os
 import random
+import re
 import signal
 import socket
 import sys
@@ -305,6 +306,22 @@ def test_gunicorn_workers_are_nodes_sharing_the_public_port(procs, redis_server)
             name = names[number % 4]
             answer = helpers.visit(port, name, "/n%d" % number, session=session, timeout=10)
             assert answer.status_code == 200 and answer.text == "GET /n%d HTTP/1.1" % number, answer.text
+    # Kept-alive visitors that the kernel gives the other worker have their sockets passed to the
+    # owner, never spliced: the workers are nodes of one machine.
+    for number in range(20):
+        with requests.Session() as session:
+            for again in range(2):
+                answer = helpers.visit(port, names[0], "/k%d-%d" % (number, again), session=session, timeout=10)
+                assert answer.status_code == 200
+    handed = {}
+    for _ in range(40):     # each scrape reaches whichever worker the kernel picks
+        text = requests.get("http://127.0.0.1:%d/metrics" % port, headers={"Host": "localhost"}, timeout=5).text
+        for match in re.finditer(r'^localtunnel_handed_over_connections_total\{(.*)\} (\S+)$', text, re.M):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+            handed[labels["node"], labels["how"]] = float(match.group(2))
+    assert len({node for node, _ in handed}) == 2, handed
+    assert sum(count for (_, how), count in handed.items() if how == "socket") >= 1, handed
+    assert sum(count for (_, how), count in handed.items() if how == "splice") == 0, handed
     for client in clients:
         client.close()
 
