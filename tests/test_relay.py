@@ -127,3 +127,66 @@ def test_a_tee_sees_the_body_until_it_is_full_then_the_rest_is_spliced_and_count
     assert b"".join(bytes(piece) for piece in seen) == body[:taken]
     for sock in (sender, src_sock, receiver):
         sock.close()
+
+
+def _splice_rig(wrap):
+    """Two TCP connections spliced in a greenlet, as a WebSocket or a handed-over visitor is:
+    (outer end of the first, outer end of the second, the splice's greenlet, the Readers).
+    `wrap` makes the spliced end of the second a Tee, which takes the greenlet-per-direction
+    path (as TLS does); plain sockets take the event loop's callbacks."""
+    left_outer, left_inner = _tcp_pair()
+    right_inner, right_outer = _tcp_pair()
+    left = relay.Reader(left_inner, b"read-ahead|")
+    right = relay.Reader(relay.Tee(right_inner, lambda data: None) if wrap else right_inner)
+    splicer = gevent.spawn(relay.splice, left, right, 5.0, 0.5)
+    return left_outer, right_outer, splicer, (left_inner, right_inner)
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["callbacks", "greenlets"])
+def test_a_splice_moves_both_ways_exactly_and_half_closes(wrap):
+    left, right, splicer, inner = _splice_rig(wrap)
+    try:
+        # The read-ahead goes first, then 16 MiB to a reader that starts late: the sender's
+        # buffers fill, and the splice must wait for room without losing or reordering a byte.
+        body = os.urandom(16 << 20)
+        sender = gevent.spawn(left.sendall, body)
+        gevent.sleep(0.3)
+        got = []
+        right.settimeout(5)
+        while sum(map(len, got)) < len(body) + len(b"read-ahead|"):
+            got.append(right.recv(1 << 20))
+        assert b"".join(got) == b"read-ahead|" + body
+        sender.get(timeout=5)
+        # The other way, then one side ends: the other sees EOF, and can still answer.
+        right.sendall(b"pong")
+        left.settimeout(5)
+        assert left.recv(10) == b"pong"
+        left.shutdown(socket.SHUT_WR)
+        assert right.recv(10) == b""            # the left's FIN, passed on as a half-close
+        right.sendall(b"last words")
+        assert left.recv(20) == b"last words"   # the other direction still runs
+        right.close()
+        assert left.recv(10) == b""
+        splicer.get(timeout=5)                  # both directions ended: the splice returns
+    finally:
+        gevent.killall([splicer])
+        for sock in (left, right) + inner:
+            sock.close()
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["callbacks", "greenlets"])
+def test_a_splice_that_goes_silent_ends_after_its_idle_bound(wrap):
+    left, right, splicer, inner = _splice_rig(wrap)
+    try:
+        right.settimeout(5)
+        assert right.recv(20) == b"read-ahead|"
+        started = time.monotonic()
+        splicer.get(timeout=10)     # nothing moves: over after idle (5 s) plus the loop's wake-up
+        assert 4.5 < time.monotonic() - started < 6.5
+        for sock in inner:
+            sock.close()                # as callers do once it returns
+        assert right.recv(10) == b""
+    finally:
+        gevent.killall([splicer])
+        for sock in (left, right) + inner:
+            sock.close()

@@ -15,6 +15,7 @@ import time
 
 import gevent
 import gevent.socket
+from gevent.event import Event
 from gevent.hub import Waiter
 from gevent.monkey import get_original
 
@@ -433,24 +434,127 @@ def shutdown_quietly(sock, how):
 def splice(a, b, idle=None, linger=LINGER):
     """Copy bytes both ways between Readers `a` and `b` until both directions end.
 
-    Used for Upgrade (WebSocket) connections, which have no message boundaries we know of.
-    Silence ends a splice: `idle` seconds without a byte either way (None: never), or, once one
-    direction has ended, `linger` seconds without a byte from the other. A WebSocket that only
-    pushes one way is busy, not idle; but a peer that never closes its half (Node's upgraded
-    sockets allow half-open ones) must not hold the connection, and a tunnel socket, for ever."""
+    Used for Upgrade (WebSocket) connections, which have no message boundaries we know of, and
+    for a visitor connection one cluster node hands over to another. Silence ends a splice:
+    `idle` seconds without a byte either way (None: never), or, once one direction has ended,
+    `linger` seconds without a byte from the other. A WebSocket that only pushes one way is
+    busy, not idle; but a peer that never closes its half (Node's upgraded sockets allow
+    half-open ones) must not hold the connection, and a tunnel socket, for ever."""
     activity = _Activity()
-    directions = [gevent.spawn(_copy_one_way, a, b.sock, activity), gevent.spawn(_copy_one_way, b, a.sock, activity)]
+    if type(a.sock) is _PLAIN_SOCKET and type(b.sock) is _PLAIN_SOCKET:
+        directions = [_Pump(a, b.sock, activity), _Pump(b, a.sock, activity)]
+    else:
+        directions = [_Copier(a, b.sock, activity), _Copier(b, a.sock, activity)]
     try:
         while True:
             running = [direction for direction in directions if not direction.ready()]
             if not running:
                 return
             quiet = idle if len(running) == 2 else min(linger, idle or linger)
+            waitables = [direction.waitable for direction in running]
             if quiet is None:
-                gevent.wait(running, count=1)
+                gevent.wait(waitables, count=1)
             elif time.monotonic() - activity.last >= quiet:
                 return      # the finally below closes both directions
             else:
-                gevent.wait(running, timeout=activity.last + quiet - time.monotonic(), count=1)
+                gevent.wait(waitables, timeout=activity.last + quiet - time.monotonic(), count=1)
     finally:
-        gevent.killall(directions)
+        for direction in directions:
+            direction.stop()
+
+
+class _Copier:
+    """One direction of a splice in a greenlet of its own (_copy_one_way): for TLS sockets, whose
+    bytes pass through the TLS object, and for a Tee."""
+
+    def __init__(self, src, dst, activity):
+        self.waitable = gevent.spawn(_copy_one_way, src, dst, activity)     # for gevent.wait
+
+    def ready(self):
+        return self.waitable.ready()
+
+    def stop(self):
+        self.waitable.kill()
+
+
+class _Pump:
+    """One direction of a splice between two plain sockets, moved in the event loop's own
+    callbacks: readable -> one recv -> send, with no greenlet to switch to and from. A cluster
+    node splicing a handed-over visitor spent 5.1 us of user time per request and response in
+    _copy_one_way's greenlets, 1.7 us in these (an A/B microbenchmark of the two on loopback).
+    Each callback moves at most one recv's worth, so other greenlets run between them. What
+    does not fit in a send waits for room with the reading paused: the sender's own buffer is
+    the only one. Same ends as _copy_one_way: EOF half-closes the other side; an error ends
+    the direction (and is logged unless it is a peer's right)."""
+
+    __slots__ = ("_src", "_dst", "_activity", "_reading", "_writing", "_pending", "waitable")
+
+    def __init__(self, src, dst, activity):
+        self._src, self._dst, self._activity = src.sock._sock, dst._sock, activity
+        loop = gevent.get_hub().loop
+        self._reading = loop.io(self._src.fileno(), 1)
+        self._writing = loop.io(self._dst.fileno(), 2)
+        self.waitable = Event()     # set when this direction has ended, for gevent.wait
+        self._pending = None
+        first, src.buf = src.buf, b""
+        if first:
+            self._forward(first)        # the read-ahead goes before anything new
+        if self._pending is None and not self.waitable.is_set():
+            self._reading.start(self._on_readable)
+
+    def ready(self):
+        return self.waitable.is_set()
+
+    def stop(self):
+        self._reading.close()
+        self._writing.close()
+        self.waitable.set()
+
+    def _on_readable(self):
+        try:
+            data = self._src.recv(BUFSIZE)
+        except BlockingIOError:
+            return
+        except Exception as exc:    # nothing may escape into the event loop: it ends the direction
+            self._end(exc)
+            return
+        if not data:
+            self._end()
+            return
+        self._forward(data)
+
+    def _forward(self, data):
+        self._activity.last = time.monotonic()
+        try:
+            sent = self._dst.send(data)
+        except BlockingIOError:
+            sent = 0
+        except Exception as exc:
+            self._end(exc)
+            return
+        if sent < len(data):
+            self._pending = memoryview(data)[sent:]
+            self._reading.stop()
+            self._writing.start(self._on_writable)
+
+    def _on_writable(self):
+        try:
+            sent = self._dst.send(self._pending)
+        except BlockingIOError:
+            return
+        except Exception as exc:
+            self._end(exc)
+            return
+        self._activity.last = time.monotonic()
+        self._pending = self._pending[sent:]
+        if not self._pending:
+            self._pending = None
+            self._writing.stop()
+            self._reading.start(self._on_readable)
+
+    def _end(self, exc=None):
+        if exc is not None and not is_expected_disconnect(exc):
+            log.warning("splice: %s", exc)
+        self._activity.last = time.monotonic()
+        shutdown_quietly(self._dst, socket.SHUT_WR)
+        self.stop()
