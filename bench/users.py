@@ -5,7 +5,8 @@ localtunnel server (../shared/anchors, installed by scripts/install-reference-se
 
 Without the Node server the harness says why and leaves its column empty. Alone:
 `.venv/bin/python bench/users.py [--seconds 5]` prints one line per figure (after `make bench`
-has installed wrk and nginx once).
+has installed wrk and nginx once); `--websocket` adds WebSocket echo through each path to the Node
+origin (tests/node/origin.js), the splice's own scenario, which the harness's report leaves out.
 """
 import argparse
 import json
@@ -16,9 +17,10 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import scenarios  # noqa: E402
 from scenarios import _download_digest, _file_digest  # noqa: E402
 from tools import (  # noqa: E402
-    NODE_LT, OUT, ROOT, Proc, free_port, prepare_site, progress, run_wrk, stop_all, wait_listening,
+    NODE_LT, ORIGIN_JS, OUT, ROOT, Proc, free_port, prepare_site, progress, run_wrk, stop_all, wait_listening,
 )
 
 REFERENCE = os.path.join(ROOT, "tests", "node", "reference-server")
@@ -99,17 +101,28 @@ class UsersRig:
                 "node", "-r", os.path.join(REFERENCE, "node_modules", "esm"), os.path.join(REFERENCE, "bin", "server"),
                 "--port", str(port), "--address", "127.0.0.1", "--domain", "localhost"])
         self.tunnels = {}   # (path, origin) -> (port, Host)
+        self.ws_origin = None   # the Node WebSocket echo origin's port, started on first use
 
     def paths(self):
         return [path for path in LABEL if path == "direct" or PATHS[path][0] in self.servers]
 
     def target(self, path, origin="nginx"):
-        """(port, Host) of `path` to `origin` ("nginx" or "closer"); tunnels open on first use."""
+        """(port, Host) of `path` to `origin` ("nginx", "closer" or "ws"); tunnels open on first use."""
+        local = self._origin_port(origin)
         if path == "direct":
-            return (self.nginx if origin == "nginx" else self.closer), "127.0.0.1"
+            return local, "127.0.0.1"
         if (path, origin) not in self.tunnels:
-            self.tunnels[path, origin] = self._tunnel(path, self.nginx if origin == "nginx" else self.closer)
+            self.tunnels[path, origin] = self._tunnel(path, local)
         return self.tunnels[path, origin]
+
+    def _origin_port(self, origin):
+        if origin == "ws":
+            if self.ws_origin is None:
+                proc = Proc("users-ws-origin", ["node", ORIGIN_JS])
+                self.procs.append(proc)
+                self.ws_origin = int(proc.wait_for(r"listening (\d+)").group(1))
+            return self.ws_origin
+        return self.nginx if origin == "nginx" else self.closer
 
     def _start_nginx(self):
         port = free_port()
@@ -183,11 +196,32 @@ def measure(site, seconds, report=progress):
     return results, rig.node_missing
 
 
+def websocket_rounds(site, seconds, rounds):
+    """WebSocket echo (64-byte messages, one at a time: scenarios.websocket) through every path,
+    the paths back to back in each round, in rotating order; prints one line per run."""
+    rig = UsersRig(site)
+    try:
+        paths = ["direct", "ours+python", "ours+npm", "node+npm"]
+        paths = [path for path in paths if path in rig.paths()]
+        for number in range(rounds):
+            for path in paths[number % len(paths):] + paths[:number % len(paths)]:
+                run = scenarios.websocket(rig, path, seconds)
+                print("round %d, WebSocket echo via %-26s %8.0f msg/s  p50 %5.2f ms  p99 %5.2f ms"
+                      % (number + 1, LABEL[path], run["msgs"], run["p50"], run["p99"]), flush=True)
+    finally:
+        rig.stop()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--websocket", type=int, default=0, metavar="ROUNDS",
+                        help="only WebSocket echo through every path, in this many rounds")
     args = parser.parse_args(argv)
     os.makedirs(OUT, exist_ok=True)
+    if args.websocket:
+        websocket_rounds(prepare_site(), args.seconds, args.websocket)
+        return 0
     results, node_missing = measure(prepare_site(), args.seconds)
     if node_missing:
         print("no Node server column: " + node_missing)
