@@ -14,7 +14,6 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import argparse  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
@@ -35,12 +34,7 @@ def start_node(name, redis_url, lease=LEASE, extra=()):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args(argv)
-    os.makedirs(tools.OUT, exist_ok=True)
-    tools.raise_fd_limit()
+    args = tools.prepare_run(__doc__, argv, seconds=5, rounds=2)
     procs = []
     try:
         redis_proc, url = tools.start_redis("cluster-redis")
@@ -52,10 +46,7 @@ def main(argv=None):
         node_b, port_b = start_node("cluster-node-b", url)
         node_c, port_c = start_node("cluster-node-c", url, extra=("--pass-sockets", "off"))
         procs += [node_a, node_b, node_c]
-        client = tools.Proc("cluster-client", scenarios.client_argv("python", port_a, nginx_port, "bench-cluster"))
-        procs.append(client)
-        client.wait_for(r"your url is")
-        scenarios.wait_sockets(port_a, "bench-cluster")
+        client = scenarios.start_client(procs, "python", port_a, nginx_port, "bench-cluster")
         pids = {"node A": node_a.pid, "node B": node_b.pid, "node C": node_c.pid, "client": client.pid}
         for number, (mode, headers) in enumerate(
                 [("keep-alive", ())] * args.rounds + [("close", ("Connection: close",))] * args.rounds, 1):
@@ -102,10 +93,7 @@ def workers(kind, redis_url, nginx_port, seconds, number):
     procs = [tools.Proc("cluster-%s" % kind.replace(" ", "-"), argv, env=env)]
     try:
         tools.wait_listening(port)
-        client = tools.Proc("cluster-workers-client", scenarios.client_argv("python", port, nginx_port, "bench-workers"))
-        procs.append(client)
-        client.wait_for(r"your url is")
-        scenarios.wait_sockets(port, "bench-workers")
+        client = scenarios.start_client(procs, "python", port, nginx_port, "bench-workers")
         pids = {"client": client.pid}
         workers = tools.children(procs[0].pid) or [procs[0].pid]
         pids.update(("worker %d" % n if kind != "one process" else "server", pid) for n, pid in enumerate(workers, 1))

@@ -29,10 +29,7 @@ def main(argv=None):
         names = {}
         for kind in ("python", "inspected"):
             name = "bench-cost-" + kind
-            client = tools.Proc(name, scenarios.client_argv(kind, port, origin_port, name))
-            procs.append(client)
-            client.wait_for(r"your url is")
-            scenarios.wait_sockets(port, name)
+            client = scenarios.start_client(procs, kind, port, origin_port, name)
             names[kind] = (name, client)
         shares = []
         for number in range(1, args.rounds + 1):

@@ -31,6 +31,16 @@ def client_argv(kind, server_port, local_port, name):
             "--local-host", "127.0.0.1", "--subdomain", name]
 
 
+def start_client(procs, kind, server_port, local_port, name, extra=()):
+    """A tunnel client (client_argv, then `extra`) kept in `procs` for stopping, once its URL is
+    printed and its tunnel's sockets are connected: its Proc."""
+    proc = Proc("client-" + name, client_argv(kind, server_port, local_port, name) + list(extra))
+    procs.append(proc)
+    proc.wait_for(r"your url is")
+    wait_sockets(server_port, name)
+    return proc
+
+
 def start_server(name="server", extra=()):
     port = free_port()
     proc = Proc(name, [PY, "lt_server.py", "--port", str(port), "--address", "127.0.0.1",
@@ -72,10 +82,7 @@ class Rig:
         for kind in CLIENTS:
             for purpose, local in (("web", self.nginx_port), ("ws", self.origin_port)):
                 name = "bench-%s-%s" % (kind, purpose)
-                proc = self._keep_proc(Proc("client-" + name, client_argv(kind, self.port, local, name)))
-                proc.wait_for(r"your url is")
-                wait_sockets(self.port, name)
-                self.clients[kind, purpose] = proc
+                self.clients[kind, purpose] = start_client(self.procs, kind, self.port, local, name)
         self.floors = {}    # which -> (port, {role: pid})
         self._start_splice_floor()
         self._start_http_floor()

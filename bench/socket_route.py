@@ -32,10 +32,7 @@ def main(argv=None):
         clients = {}
         for number, (route, extra) in enumerate(ROUTES.items()):
             name = "bench-route-%d" % number
-            client = tools.Proc(name, scenarios.client_argv("python", port, origin_port, name) + list(extra))
-            procs.append(client)
-            client.wait_for(r"your url is")
-            scenarios.wait_sockets(port, name)
+            client = scenarios.start_client(procs, "python", port, origin_port, name, extra)
             clients[route] = (name, client)
         for number in range(1, args.rounds + 1):
             for mode, headers in (("keep-alive", ()), ("close", ("Connection: close",))):

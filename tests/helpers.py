@@ -1,5 +1,6 @@
 """Test helpers: subprocesses with bounded waits, a raw HTTP visitor, a WebSocket client, and a
 scriptable fake tunnel client. All on real loopback sockets."""
+import hashlib
 import importlib.util
 import os
 import re
@@ -173,6 +174,24 @@ def status_of(raw):
 # --- WebSocket --------------------------------------------------------------------------------
 
 # --- A scriptable tunnel client ---------------------------------------------------------------
+
+def pattern_digest(size):
+    """The sha256 of `size` bytes of the origin's repeating pattern (GET /bytes?n=SIZE of
+    tests/node/origin.js), without holding them: `size` is a multiple of 64 KiB."""
+    pattern, expected = bytes(i % 251 for i in range(65536)), hashlib.sha256()
+    for _ in range(size // 65536):
+        expected.update(pattern)
+    return expected.digest()
+
+
+def streamed_digest(answer):
+    """(bytes received, their sha256) of a streamed `requests` answer, read 1 MiB at a time."""
+    digest, got = hashlib.sha256(), 0
+    for piece in answer.iter_content(1 << 20):
+        digest.update(piece)
+        got += len(piece)
+    return got, digest.digest()
+
 
 def new_tunnel(port, name=None):
     path = "/%s" % name if name else "/?new"

@@ -97,14 +97,6 @@ def _owner(names, name):
 
 # --- visitors at a node that does not hold the tunnel -----------------------------------------
 
-def _pattern_digest(size):
-    pattern = bytes(i % 251 for i in range(65536))
-    expected = hashlib.sha256()
-    for _ in range(size // 65536):
-        expected.update(pattern)
-    return expected.digest()
-
-
 @pytest.mark.node
 @pytest.mark.deadline(90)
 @pytest.mark.parametrize("kind, pass_sockets", [("python", True), ("node", True), ("python", False)],
@@ -123,12 +115,8 @@ def test_visitors_at_any_node_reach_a_tunnel_held_by_another(cluster, procs, ori
             assert helpers.visit(b.port, name, "/headers", session=session).status_code == 200
     # 64 MiB each way, byte-exact, and a WebSocket echo.
     size = 64 * 1024 * 1024
-    answer = helpers.visit(b.port, name, "/bytes?n=%d" % size, stream=True)
-    digest, got = hashlib.sha256(), 0
-    for piece in answer.iter_content(1 << 20):
-        digest.update(piece)
-        got += len(piece)
-    assert got == size and digest.digest() == _pattern_digest(size)
+    got, digest = helpers.streamed_digest(helpers.visit(b.port, name, "/bytes?n=%d" % size, stream=True))
+    assert got == size and digest == helpers.pattern_digest(size)
     # Up: the origin's digest of the body, since a streamed echo of 64 MiB to a visitor that
     # reads only once it has sent everything needs 64 MiB of buffers on the way, or it stalls.
     body = os.urandom(size)

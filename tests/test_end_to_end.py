@@ -66,16 +66,8 @@ def test_16_mib_post_is_echoed_exactly(tunnel):
 def test_64_mib_download_is_exact(tunnel):
     port, name = tunnel
     size = 64 * 1024 * 1024
-    answer = visit(port, name, "/bytes?n=%d" % size, stream=True)
-    digest, got = hashlib.sha256(), 0
-    for piece in answer.iter_content(1 << 20):
-        digest.update(piece)
-        got += len(piece)
-    pattern = bytes(i % 251 for i in range(65536))
-    expected = hashlib.sha256()
-    for _ in range(size // 65536):
-        expected.update(pattern)
-    assert got == size and digest.digest() == expected.digest()
+    got, digest = helpers.streamed_digest(visit(port, name, "/bytes?n=%d" % size, stream=True))
+    assert got == size and digest == helpers.pattern_digest(size)
 
 
 def test_websocket_echo(tunnel):

@@ -78,13 +78,8 @@ def test_the_api_shows_what_went_through_the_tunnel(server, inspected):
 def test_a_64_mib_download_is_intact_and_its_capture_cut(server, inspected):
     name, base, _ = inspected
     size = 64 * 1024 * 1024
-    answer = helpers.visit(server.port, name, "/bytes?n=%d" % size, stream=True)
-    digest, got = hashlib.sha256(), 0
-    for piece in answer.iter_content(1 << 20):
-        digest.update(piece)
-        got += len(piece)
-    pattern = bytes(i % 251 for i in range(65536))
-    assert got == size and digest.digest() == hashlib.sha256(pattern * (size // 65536)).digest()
+    got, digest = helpers.streamed_digest(helpers.visit(server.port, name, "/bytes?n=%d" % size, stream=True))
+    assert got == size and digest == helpers.pattern_digest(size)
     body = newest(base, "/bytes?n=%d" % size)["response"]["body"]
     assert body["size"] == size and body["truncated"] and BODY_LIMIT <= body["kept"] <= BODY_LIMIT + HEAD_ROOM
 

@@ -447,17 +447,17 @@ def splice(a, b, idle=None, linger=LINGER):
         directions = [_Copier(a, b.sock, activity), _Copier(b, a.sock, activity)]
     try:
         while True:
-            running = [direction for direction in directions if not direction.ready()]
+            # A direction's waitable (its greenlet, or the event a _Pump sets) is ready once it ended.
+            running = [direction.waitable for direction in directions if not direction.waitable.ready()]
             if not running:
                 return
             quiet = idle if len(running) == 2 else min(linger, idle or linger)
-            waitables = [direction.waitable for direction in running]
             if quiet is None:
-                gevent.wait(waitables, count=1)
+                gevent.wait(running, count=1)
             elif time.monotonic() - activity.last >= quiet:
                 return      # the finally below closes both directions
             else:
-                gevent.wait(waitables, timeout=activity.last + quiet - time.monotonic(), count=1)
+                gevent.wait(running, timeout=activity.last + quiet - time.monotonic(), count=1)
     finally:
         for direction in directions:
             direction.stop()
@@ -469,9 +469,6 @@ class _Copier:
 
     def __init__(self, src, dst, activity):
         self.waitable = gevent.spawn(_copy_one_way, src, dst, activity)     # for gevent.wait
-
-    def ready(self):
-        return self.waitable.ready()
 
     def stop(self):
         self.waitable.kill()
@@ -501,9 +498,6 @@ class _Pump:
             self._forward(first)        # the read-ahead goes before anything new
         if self._pending is None and not self.waitable.is_set():
             self._reading.start(self._on_readable)
-
-    def ready(self):
-        return self.waitable.is_set()
 
     def stop(self):
         self._reading.close()
