@@ -142,7 +142,8 @@ class Front:
         if self.settings.max_visitors and self._open >= self.settings.max_visitors:
             self._refuse_busy(sock)
             return
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if passed is None:      # a passed socket is the passing node's, which set it already
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         visitor = relay.Reader(sock, passed[1] if passed else b"")
         wait = self.settings.head_timeout   # the first request must come promptly
         ip = passed[0] if passed else protocol.normal_address(addr[0])   # as trusted_proxies and the API spell it
